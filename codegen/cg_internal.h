@@ -1,0 +1,99 @@
+/* cg_internal.h - shared state of the code generator (private to codegen/).
+ *
+ *   cg_kernels.c  one LLVM function per kernel node (CPU loops or NVPTX
+ *                 grid-stride kernels): the per-op generator table
+ *   cg_module.c   target machines, the module with its entry functions and
+ *                 DlrtProgram table, the O3 pipeline, IR/asm/object/PTX/header
+ *   cg_jit.c      the ORC LLJIT
+ */
+#ifndef DL_CG_INTERNAL_H
+#define DL_CG_INTERNAL_H
+
+#include "codegen.h"
+
+#include <llvm-c/Core.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+
+/* A size known symbolically: c * n^k, where n is the runtime batch size.
+ * Every dimension is a constant or N, so every product of dimensions (a
+ * stride, an element count) has this form; comparing two of them exactly is
+ * what lets loops be merged at compile time even when they depend on n. */
+typedef struct CgSym {
+  int64_t c;
+  int k;
+} CgSym;
+
+/* The code generator for one module. */
+typedef struct Cg {
+  DlCompiler *cc;
+  const DlProgram *prog;
+  const DlGraph *g;
+  DlTargetKind target;
+  bool grid_kernels;  /* GPU-style kernels: always on NVPTX; on the CPU for tests */
+  const char *prefix; /* sanitised symbol prefix */
+  const char *cpu;    /* CPU: host CPU name and features, set on every function */
+  const char *features;
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMTypeRef t_f32, t_i64, t_i32, t_i1, t_ptr, t_void;
+  LLVMValueRef *kernel; /* per node: its kernel function, or NULL */
+} Cg;
+
+/* Does node `id` get a kernel at all?  Leaves never do. */
+bool cg_node_has_kernel(const DlGraph *g, DlNodeId id);
+/* The input nodes whose buffers are passed to the kernel of `id`, in
+ * parameter order after the output pointer (ASSIGN passes only its value:
+ * its output buffer is the parameter).  Returns their number. */
+int cg_kernel_args(const DlGraph *g, DlNodeId id, DlNodeId args[DL_MAX_INPUTS]);
+/* Emit the kernel of node `id` into cg->mod and record it in cg->kernel[id].
+ * Returns false (diagnostic recorded) on failure. */
+bool cg_emit_kernel(Cg *cg, DlNodeId id);
+
+/* ---- cg_module.c ---- */
+
+/* DlCodegenOptions with defaults applied and checked. */
+typedef struct CgOptions {
+  DlTargetKind target;
+  bool grid_kernels; /* CPU only: emit the GPU's kernels (see cg_testing.h) */
+  int opt_level;
+  const char *gpu_arch;
+  const char *prefix;
+} CgOptions;
+
+/* A target machine and the strings it was made from (arena or static). */
+typedef struct CgTarget {
+  LLVMTargetMachineRef tm;
+  const char *triple, *cpu, *features;
+} CgTarget;
+
+/* One entry of the DlrtProgram table (and of the C header's comment). */
+typedef struct CgTensor {
+  DlNodeId node;
+  const char *name;
+  DlrtRole role;
+  DlShape shape;
+  int64_t offset;
+  DlrtInit init;
+  double a, b;
+  const float *data;
+} CgTensor;
+
+/* Symbol prefix from the options or the graph name, made a C identifier. */
+const char *cg_prefix(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts);
+/* opts may be NULL (CPU, O3, sm_80, the model's name). */
+bool cg_options(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts,
+                DlTargetKind target, CgOptions *out);
+/* Initialise the LLVM target and create its machine (caller disposes tm). */
+bool cg_target_machine(DlCompiler *cc, const CgOptions *o, CgTarget *t);
+/* The named tensors of the program, in table order (arena memory). */
+int cg_tensors(DlCompiler *cc, const DlProgram *prog, CgTensor **out);
+/* The verified, optimised module for o->target in ctx, or NULL (diagnostic
+ * recorded). */
+LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOptions *o,
+                              const CgTarget *t, LLVMContextRef ctx);
+void cg_report_llvm_error(DlCompiler *cc, LLVMErrorRef err, const char *what);
+
+#endif

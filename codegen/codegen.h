@@ -1,0 +1,46 @@
+/* codegen.h - LLVM code generation for a planned program (LLVM C API only).
+ *
+ * One LLVM function per kernel (today: per scheduled node), with noalias
+ * float pointers for its output and inputs and the batch size n; one entry
+ * function per DlEntry that calls the kernels on buffers at the planned
+ * offsets of `mem`; and, for the CPU, a DlrtProgram table (see
+ * runtime/dlrt.h) named "<model>_program" describing every named tensor.
+ *
+ * CPU code is optimised with the new pass manager at O3 for the host CPU and
+ * either JIT-compiled in process (ORC LLJIT) or written as an ELF object.
+ * The same kernels are emitted for nvptx64-nvidia-cuda as PTX: one .entry per
+ * kernel, each thread computing output elements in a grid-stride loop.
+ */
+#ifndef DL_CODEGEN_H
+#define DL_CODEGEN_H
+
+#include "../passes/passes.h"
+#include "../runtime/dlrt.h"
+
+typedef enum DlTargetKind { DL_TARGET_CPU, DL_TARGET_NVPTX } DlTargetKind;
+
+typedef struct DlCodegenOptions {
+  DlTargetKind target;
+  const char *gpu_arch; /* "sm_80" (default) or "sm_90", NVPTX only */
+  int opt_level;        /* 0..3, default 3 */
+  const char *prefix;   /* symbol prefix, default: the model name */
+} DlCodegenOptions;
+
+/* Textual outputs, allocated in cc's arena.  NULL on failure (diagnostic
+ * recorded). */
+char *dl_emit_llvm_ir(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts);
+char *dl_emit_asm(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts);
+char *dl_emit_ptx(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts);
+/* An ELF object for the host with the kernels, entries and "<prefix>_program". */
+bool dl_emit_object(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts,
+                    const char *path);
+/* The C header that goes with the object file. */
+char *dl_emit_c_header(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts);
+
+/* In-process JIT.  The returned DlrtProgram lives as long as the DlJit. */
+typedef struct DlJit DlJit;
+DlJit *dl_jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts,
+                      const DlrtProgram **program);
+void dl_jit_free(DlJit *jit);
+
+#endif

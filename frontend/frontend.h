@@ -1,0 +1,78 @@
+/* frontend.h - .nnl source to IR.
+ *
+ *   dl_parse_file / dl_parse_string   reentrant flex scanner + pure bison
+ *                                     parser with locations -> AST
+ *   dl_lower                          name resolution, initialisers, library
+ *                                     losses -> DlGraph (and the train block)
+ *
+ * The AST is private to the frontend: later stages see only the IR and the
+ * DlTrainSpec below.
+ */
+#ifndef DL_FRONTEND_H
+#define DL_FRONTEND_H
+
+#include "../ir/ir.h"
+
+typedef struct DlAstFile DlAstFile;
+
+/* Parse a file (registered with dl_source_load so diagnostics can quote it).
+ * Returns NULL if the file cannot be read; otherwise an AST, possibly
+ * partial: check dl_failed(cc). */
+DlAstFile *dl_parse_file(DlCompiler *cc, const char *path);
+DlAstFile *dl_parse_string(DlCompiler *cc, const char *name, const char *text);
+
+/* `dlcc emit tokens`: one token per line, "line:col KIND 'text'". */
+bool dl_dump_tokens(DlCompiler *cc, const char *path, FILE *out);
+/* `dlcc emit ast`: an indented S-expression-like tree. */
+void dl_ast_print(const DlAstFile *ast, FILE *out);
+
+/* ---- the train block ---- */
+
+typedef enum DlDataKind { DL_DATA_NONE, DL_DATA_CSV, DL_DATA_TENSORS } DlDataKind;
+
+#define DL_MAX_DATA_FIELDS 8
+
+typedef struct DlDataField {
+  const char *name; /* model input or target it feeds */
+  DlLoc loc;
+  /* CSV: columns first .. first+count-1 */
+  int first, count;
+  /* TENSORS: a literal with nrows rows of width floats (row-major) */
+  int64_t nrows, width;
+  const float *values;
+} DlDataField;
+
+typedef struct DlDataSpec {
+  DlDataKind kind;
+  const char *path; /* CSV: resolved relative to the .nnl file's directory */
+  bool header;      /* CSV: first line is a header (csv(..., header = true)) */
+  int nfields;
+  DlDataField fields[DL_MAX_DATA_FIELDS];
+  DlLoc loc;
+} DlDataSpec;
+
+typedef enum DlOptimizerKind { DL_OPT_SGD } DlOptimizerKind;
+
+typedef struct DlTrainSpec {
+  bool present;
+  const char *model;
+  DlDataSpec data;
+  DlOptimizerKind optimizer;
+  double lr;      /* default 0.01 */
+  int64_t epochs; /* default 1 */
+  int64_t batch;  /* default 32 (clamped to the data's row count by the driver) */
+  uint64_t seed;  /* default 0 */
+  DlLoc loc;
+  DlLoc optimizer_loc;
+} DlTrainSpec;
+
+/* Name of the model to use when the user names none: the model of the first
+ * train block, else the only/first model.  NULL if the file has no model. */
+const char *dl_default_model(const DlAstFile *ast);
+
+/* Lower model `name` (NULL: dl_default_model) to IR.  If `train` is not NULL
+ * it receives the model's train block (present == false if it has none).
+ * Returns NULL on error (diagnostics recorded). */
+DlGraph *dl_lower(DlCompiler *cc, const DlAstFile *ast, const char *name, DlTrainSpec *train);
+
+#endif

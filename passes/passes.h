@@ -1,0 +1,52 @@
+/* passes.h - graph transformations between the frontend and code generation.
+ *
+ *   dl_autodiff      reverse-mode gradients of the loss, as more IR
+ *   dl_append_sgd    the optimizer update, as more IR (ASSIGN nodes)
+ *   dl_plan          entry points (forward / grad / train_step), dead-code
+ *                    elimination per entry, schedule and memory offsets
+ *
+ * Each pass records diagnostics in g->cc and returns false on failure.
+ */
+#ifndef DL_PASSES_H
+#define DL_PASSES_H
+
+#include "../ir/ir.h"
+
+/* Append the gradient of g->loss with respect to every PARAM node (and every
+ * node on a path from a parameter to the loss).  Fills g->grad. */
+bool dl_autodiff(DlGraph *g);
+
+/* Append `param <- param - lr * grad` for every parameter that has a
+ * gradient, with lr a HYPER node named "lr" (default value lr). */
+bool dl_append_sgd(DlGraph *g, double lr);
+
+/* The compiled entry points.  Each is a function (float *mem, int64_t n). */
+typedef enum DlEntryKind {
+  DL_ENTRY_FORWARD, /* output and loss (loss only when targets are given) */
+  DL_ENTRY_GRAD,    /* forward + gradients of all params, no update */
+  DL_ENTRY_TRAIN,   /* forward + backward + optimizer update */
+  DL_ENTRY_COUNT
+} DlEntryKind;
+
+extern const char *const dl_entry_names[DL_ENTRY_COUNT]; /* "forward", "grad", "train_step" */
+
+typedef struct DlEntry {
+  DlNodeId *nodes; /* nodes computed by a kernel, in execution order */
+  int nnodes;
+  bool present;    /* grad/train exist only when the model has a loss and params */
+} DlEntry;
+
+typedef struct DlProgram {
+  DlGraph *g;
+  int64_t max_batch; /* the batch dimension N is planned at this size */
+  int64_t *offset;   /* per node: offset in floats into mem, or -1 */
+  int64_t *size;     /* per node: floats reserved at max_batch */
+  int64_t mem_floats;
+  bool *live;        /* per node: used by some entry */
+  DlEntry entry[DL_ENTRY_COUNT];
+} DlProgram;
+
+/* Plan the graph for batches of up to max_batch rows. */
+DlProgram *dl_plan(DlGraph *g, int64_t max_batch);
+
+#endif

@@ -1,0 +1,796 @@
+/* test_codegen.c - the code generator against the reference interpreter.
+ *
+ * Each case builds a small graph with the IR constructors, plans it, JIT-
+ * compiles it, fills inputs and parameters with random values, runs an entry
+ * point, and compares every element of the output (and loss, gradients and
+ * updated parameters where they exist) with dl_interp in double precision.
+ * The DlrtProgram table the JIT returns is checked against the plan on the
+ * way.  Also: the textual outputs (LLVM IR is vectorised, PTX passes ptxas
+ * when it is installed), ELF objects, the C header, and error paths.
+ */
+#include "../../codegen/cg_testing.h"
+#include "../../codegen/codegen.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define N DL_DIM_BATCH
+#define SHAPE(...)                                                                                 \
+  dl_shape_make((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+#define L DL_NOLOC
+
+static int failures;
+static int checks;
+
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    checks++;                                                                                      \
+    if (!(cond)) {                                                                                 \
+      failures++;                                                                                  \
+      fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);                     \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fputc('\n', stderr);                                                                         \
+    }                                                                                              \
+  } while (0)
+
+/* ---- deterministic random numbers ---- */
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static double rnd(double lo, double hi) {
+  uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return lo + (hi - lo) * ((double)(z >> 11) / 9007199254740992.0);
+}
+
+/* ---- a test case: a graph, value ranges for its leaves ---- */
+
+#define MAX_RANGES 16
+
+typedef struct Case {
+  const char *what;
+  void (*tweak)(DlProgram *prog); /* changes the plan before code generation */
+  bool grid;                      /* running the GPU's kernels */
+  DlCompiler *cc;
+  DlGraph *g;
+  double lo, hi; /* default range of input and parameter values */
+  int nranges;
+  struct {
+    DlNodeId id;
+    double lo, hi;
+  } range[MAX_RANGES];
+} Case;
+
+static Case case_new(const char *what) {
+  Case c = {.what = what, .lo = -2.0, .hi = 2.0};
+  c.cc = dl_compiler_new();
+  c.g = dl_graph_new(c.cc, "t");
+  return c;
+}
+
+static void case_range(Case *c, DlNodeId id, double lo, double hi) {
+  c->range[c->nranges].id = id;
+  c->range[c->nranges].lo = lo;
+  c->range[c->nranges].hi = hi;
+  c->nranges++;
+}
+
+static void leaf_range(const Case *c, DlNodeId id, double *lo, double *hi) {
+  *lo = c->lo;
+  *hi = c->hi;
+  for (int i = 0; i < c->nranges; i++)
+    if (c->range[i].id == id) {
+      *lo = c->range[i].lo;
+      *hi = c->range[i].hi;
+    }
+}
+
+static void report_diags(Case *c) {
+  if (c->cc->ndiags) dl_diag_render(c->cc, stderr, false);
+}
+
+static int64_t tensor_numel(const DlrtTensor *t, int64_t n) {
+  int64_t k = 1;
+  for (int i = 0; i < t->rank; i++)
+    k *= t->dims[i] == DLRT_DIM_BATCH ? n : t->dims[i];
+  return k;
+}
+
+static bool close_enough(double got, double want) {
+  if (isnan(want)) return isnan(got);
+  if (isinf(want)) return got == want;
+  return fabs(got - want) <= 2e-5 + 2e-5 * fabs(want);
+}
+
+/* ---- the program table against the plan ---- */
+
+static DlNodeId find_node(const DlGraph *g, DlOp op, const char *name) {
+  for (DlNodeId id = 0; id < g->nnodes; id++)
+    if (g->nodes[id].op == op && g->nodes[id].name && !strcmp(g->nodes[id].name, name)) return id;
+  return DL_NONE;
+}
+
+static void check_dims(const char *what, const DlrtTensor *t, const DlShape *s) {
+  bool same = t->rank == s->rank;
+  for (int i = 0; same && i < s->rank; i++)
+    same = t->dims[i] == s->d[i];
+  for (int i = s->rank; same && i < DLRT_MAX_RANK; i++)
+    same = t->dims[i] == 0;
+  CHECK(same, "%s: tensor '%s' has the wrong dims", what, t->name);
+}
+
+static void check_table(Case *c, const DlProgram *prog, const DlrtProgram *rp) {
+  const DlGraph *g = c->g;
+  CHECK(rp->abi_version == DLRT_ABI_VERSION, "%s", c->what);
+  CHECK(!strcmp(rp->model, g->name), "%s: model '%s'", c->what, rp->model);
+  CHECK(rp->mem_floats == prog->mem_floats, "%s: mem_floats %lld vs %lld", c->what,
+        (long long)rp->mem_floats, (long long)prog->mem_floats);
+  CHECK(rp->max_batch == prog->max_batch, "%s", c->what);
+  CHECK(rp->forward != NULL, "%s", c->what);
+  CHECK((rp->grad != NULL) == prog->entry[DL_ENTRY_GRAD].present, "%s", c->what);
+  CHECK((rp->train_step != NULL) == prog->entry[DL_ENTRY_TRAIN].present, "%s", c->what);
+
+  int expect = 0;
+  for (DlNodeId id = 0; id < g->nnodes; id++) {
+    const DlNode *nd = &g->nodes[id];
+    if (prog->offset[id] < 0) continue;
+    expect += nd->op == DL_OP_PARAM || nd->op == DL_OP_INPUT || nd->op == DL_OP_HYPER ||
+              (nd->op == DL_OP_CONST && prog->live[id]);
+    expect += nd->op == DL_OP_PARAM && g->grad && id < g->ngrad && g->grad[id] != DL_NONE &&
+              prog->offset[g->grad[id]] >= 0;
+  }
+  expect += g->output != DL_NONE && prog->offset[g->output] >= 0;
+  expect += g->loss != DL_NONE && prog->offset[g->loss] >= 0;
+  CHECK(rp->ntensors == expect, "%s: %d tensors, expected %d", c->what, rp->ntensors, expect);
+
+  for (int i = 0; i < rp->ntensors; i++) {
+    const DlrtTensor *t = &rp->tensors[i];
+    DlNodeId id = DL_NONE;
+    switch ((DlrtRole)t->role) {
+    case DLRT_ROLE_PARAM: id = find_node(g, DL_OP_PARAM, t->name); break;
+    case DLRT_ROLE_INPUT:
+    case DLRT_ROLE_TARGET:
+      id = find_node(g, DL_OP_INPUT, t->name);
+      if (id != DL_NONE)
+        CHECK((t->role == DLRT_ROLE_TARGET) == (g->nodes[id].attr.input.role == DL_ROLE_TARGET),
+              "%s: role of %s", c->what, t->name);
+      break;
+    case DLRT_ROLE_HYPER:
+      id = find_node(g, DL_OP_HYPER, t->name);
+      if (id != DL_NONE) CHECK(t->a == g->nodes[id].attr.hyper.value, "%s: hyper default", c->what);
+      break;
+    case DLRT_ROLE_OUTPUT: id = g->output; break;
+    case DLRT_ROLE_LOSS:
+      id = g->loss;
+      CHECK(!strcmp(t->name, "loss"), "%s: loss is named '%s'", c->what, t->name);
+      break;
+    case DLRT_ROLE_CONST: {
+      int k = -1;
+      CHECK(sscanf(t->name, "const.%d", &k) == 1 && k >= 0 && k < g->nnodes &&
+                g->nodes[k].op == DL_OP_CONST,
+            "%s: const tensor named '%s'", c->what, t->name);
+      id = k >= 0 && k < g->nnodes ? k : DL_NONE;
+      break;
+    }
+    case DLRT_ROLE_GRAD: {
+      DlNodeId p = find_node(g, DL_OP_PARAM, t->name);
+      id = p != DL_NONE && g->grad && p < g->ngrad ? g->grad[p] : DL_NONE;
+      if (p != DL_NONE) check_dims(c->what, t, &g->nodes[p].shape);
+      break;
+    }
+    }
+    CHECK(id != DL_NONE, "%s: tensor '%s' (role %d) matches no node", c->what, t->name, t->role);
+    if (id == DL_NONE) continue;
+    CHECK(t->offset == prog->offset[id], "%s: offset of '%s' is %lld, plan says %lld", c->what,
+          t->name, (long long)t->offset, (long long)prog->offset[id]);
+    if (t->role != DLRT_ROLE_GRAD) check_dims(c->what, t, &g->nodes[id].shape);
+    if (t->role == DLRT_ROLE_PARAM) {
+      const DlInit *init = &g->nodes[id].attr.param;
+      CHECK(t->init == (int)init->kind && t->a == init->a && t->b == init->b, "%s: init of %s",
+            c->what, t->name);
+      if (init->kind == DL_INIT_DATA)
+        CHECK(t->data && !memcmp(t->data, init->data,
+                                 sizeof(float) * (size_t)dl_shape_numel(&g->nodes[id].shape, 1)),
+              "%s: init data of %s", c->what, t->name);
+    }
+  }
+}
+
+/* ---- running a case ---- */
+
+/* Compare a tensor of the compiled program with the interpreter's node. */
+static void compare(Case *c, const char *label, int64_t n, const float *got, const double *want,
+                    int64_t count, int opt) {
+  int bad = 0;
+  for (int64_t e = 0; e < count; e++) {
+    if (!close_enough(got[e], want[e])) {
+      if (bad++ < 5)
+        fprintf(stderr, "%s -O%d%s n=%lld %s[%lld]: got %.9g, want %.9g\n", c->what, opt,
+                c->grid ? " (GPU kernels)" : "", (long long)n, label, (long long)e, (double)got[e],
+                want[e]);
+    }
+  }
+  CHECK(bad == 0, "%s -O%d%s n=%lld: %d of %lld elements of %s differ", c->what, opt,
+        c->grid ? " (GPU kernels)" : "", (long long)n, bad, (long long)count, label);
+}
+
+static void run_at(Case *c, const DlProgram *prog, const DlrtProgram *rp, DlEntryKind entry,
+                   int64_t n, int opt) {
+  const DlGraph *g = c->g;
+  size_t bytes = ((size_t)rp->mem_floats * sizeof(float) + 63) & ~(size_t)63;
+  float *mem = aligned_alloc(64, bytes);
+  /* NaN everywhere a kernel might read without writing first. */
+  for (int64_t i = 0; i < rp->mem_floats; i++)
+    mem[i] = NAN;
+  DlInterp it;
+  dl_interp_init(&it, g, n);
+  double **supplied = calloc((size_t)g->nnodes, sizeof(double *));
+  for (DlNodeId id = 0; id < g->nnodes; id++) {
+    const DlNode *nd = &g->nodes[id];
+    if (nd->op != DL_OP_INPUT && nd->op != DL_OP_PARAM && nd->op != DL_OP_HYPER) continue;
+    int64_t count = dl_shape_numel(&nd->shape, n);
+    double *v = malloc(sizeof(double) * (size_t)(count ? count : 1));
+    double lo, hi;
+    leaf_range(c, id, &lo, &hi);
+    for (int64_t e = 0; e < count; e++) {
+      /* Both sides see the same float values. */
+      float x = nd->op == DL_OP_HYPER ? (float)nd->attr.hyper.value : (float)rnd(lo, hi);
+      v[e] = x;
+      if (prog->offset[id] >= 0) mem[prog->offset[id] + e] = x;
+    }
+    supplied[id] = v;
+    it.values[id] = v;
+  }
+  /* Constants, from the table, as the runtime does. */
+  for (int i = 0; i < rp->ntensors; i++) {
+    const DlrtTensor *t = &rp->tensors[i];
+    if (t->role != DLRT_ROLE_CONST) continue;
+    for (int64_t e = 0; e < tensor_numel(t, n); e++)
+      mem[t->offset + e] = t->data ? t->data[e] : (float)t->a;
+  }
+  DlrtEntryFn fn = entry == DL_ENTRY_FORWARD ? rp->forward
+                   : entry == DL_ENTRY_GRAD  ? rp->grad
+                                             : rp->train_step;
+  CHECK(fn != NULL, "%s: entry %s missing", c->what, dl_entry_names[entry]);
+  if (fn) {
+    fn(mem, n);
+    dl_interp_run(&it, NULL, 0);
+    for (int i = 0; i < rp->ntensors; i++) {
+      const DlrtTensor *t = &rp->tensors[i];
+      DlNodeId id = DL_NONE;
+      bool want = false;
+      switch ((DlrtRole)t->role) {
+      case DLRT_ROLE_OUTPUT:
+        want = entry != DL_ENTRY_GRAD;
+        id = g->output;
+        break;
+      case DLRT_ROLE_LOSS:
+        want = true;
+        id = g->loss;
+        break;
+      case DLRT_ROLE_GRAD:
+        want = entry == DL_ENTRY_GRAD;
+        id = g->grad[find_node(g, DL_OP_PARAM, t->name)];
+        break;
+      case DLRT_ROLE_PARAM:
+        want = entry == DL_ENTRY_TRAIN;
+        id = find_node(g, DL_OP_PARAM, t->name);
+        break;
+      case DLRT_ROLE_INPUT:
+      case DLRT_ROLE_TARGET:
+      case DLRT_ROLE_CONST:
+      case DLRT_ROLE_HYPER: break;
+      }
+      if (want && id != DL_NONE)
+        compare(c, t->name, n, mem + t->offset, it.values[id], tensor_numel(t, n), opt);
+    }
+  }
+  dl_interp_free(&it);
+  for (DlNodeId id = 0; id < g->nnodes; id++)
+    free(supplied[id]);
+  free(supplied);
+  free(mem);
+}
+
+static const int64_t batch_sizes[] = {1, 13, 64};
+
+/* How kernels are generated: the CPU's loop nests, or the GPU's
+ * one-element-per-iteration kernels run on the CPU (cg_testing.h). */
+typedef enum Kernels { CPU_LOOPS, GPU_GRID } Kernels;
+
+static void case_run_entry(Case *c, DlEntryKind entry, int opt, Kernels kernels) {
+  if (dl_failed(c->cc)) {
+    report_diags(c);
+    CHECK(false, "%s: graph construction failed", c->what);
+    return;
+  }
+  DlProgram *prog = dl_plan(c->g, 64);
+  CHECK(prog != NULL, "%s: plan failed", c->what);
+  if (!prog) {
+    report_diags(c);
+    return;
+  }
+  if (c->tweak) c->tweak(prog);
+  c->grid = kernels == GPU_GRID;
+  const DlrtProgram *rp = NULL;
+  DlCodegenOptions opts = {.target = DL_TARGET_CPU, .opt_level = opt};
+  DlJit *jit = kernels == GPU_GRID ? cg_jit_compile_grid_kernels(c->cc, prog, &opts, &rp)
+                                   : dl_jit_compile(c->cc, prog, &opts, &rp);
+  CHECK(jit && rp, "%s -O%d: JIT failed", c->what, opt);
+  if (!jit) {
+    report_diags(c);
+    return;
+  }
+  check_table(c, prog, rp);
+  for (size_t i = 0; i < sizeof batch_sizes / sizeof batch_sizes[0]; i++)
+    run_at(c, prog, rp, entry, batch_sizes[i], opt);
+  dl_jit_free(jit);
+}
+
+/* Forward at -O3, at -O0 so that the unoptimised code is right too, and
+ * with the GPU's kernels. */
+static void case_run(Case *c) {
+  case_run_entry(c, DL_ENTRY_FORWARD, 3, CPU_LOOPS);
+  case_run_entry(c, DL_ENTRY_FORWARD, 0, CPU_LOOPS);
+  case_run_entry(c, DL_ENTRY_FORWARD, 1, GPU_GRID);
+  dl_compiler_free(c->cc);
+}
+
+/* ---- the cases ---- */
+
+static void test_unary(void) {
+  static const DlOp ops[] = {DL_OP_NEG,     DL_OP_EXP,  DL_OP_LOG,  DL_OP_SQRT, DL_OP_TANH,
+                             DL_OP_SIGMOID, DL_OP_RELU, DL_OP_STEP, DL_OP_ABS,  DL_OP_SIGN};
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+    char what[64];
+    snprintf(what, sizeof what, "unary %s", dl_op_info[ops[i]].name);
+    Case c = case_new(what);
+    DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 37), DL_ROLE_INPUT);
+    if (ops[i] == DL_OP_LOG || ops[i] == DL_OP_SQRT)
+      case_range(&c, x, 0.01, 5.0);
+    else
+      case_range(&c, x, -6.0, 6.0);
+    c.g->output = dl_unary(c.g, ops[i], L, x);
+    case_run(&c);
+  }
+  /* Saturating functions at large |x|: +-1, 0 and 1, never NaN; tanh near 0. */
+  static const DlOp sat[] = {DL_OP_TANH, DL_OP_SIGMOID};
+  static const double ranges[][2] = {{-100, 100}, {-1e4, 1e4}, {-0.2, 0.2}, {-1e-3, 1e-3}};
+  for (size_t i = 0; i < sizeof sat / sizeof sat[0]; i++)
+    for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+      char what[64];
+      snprintf(what, sizeof what, "%s on [%g, %g]", dl_op_info[sat[i]].name, ranges[r][0],
+               ranges[r][1]);
+      Case c = case_new(what);
+      DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 16), DL_ROLE_INPUT);
+      case_range(&c, x, ranges[r][0], ranges[r][1]);
+      c.g->output = dl_unary(c.g, sat[i], L, x);
+      case_run(&c);
+    }
+  /* exp down to underflow, up to (not past) float overflow. */
+  Case c = case_new("exp on [-120, 85]");
+  DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 16), DL_ROLE_INPUT);
+  case_range(&c, x, -120.0, 85.0);
+  c.g->output = dl_unary(c.g, DL_OP_EXP, L, x);
+  case_run(&c);
+}
+
+static void test_binary(void) {
+  static const DlOp ops[] = {DL_OP_ADD, DL_OP_SUB, DL_OP_MUL, DL_OP_DIV, DL_OP_POW};
+  struct {
+    const char *what;
+    DlShape a, b;
+  } shapes[] = {
+      {"same", SHAPE(N, 37), SHAPE(N, 37)},
+      {"row vector", SHAPE(N, 37), SHAPE(37)},
+      {"row vector on the left", SHAPE(1, 37), SHAPE(N, 37)},
+      {"column vector", SHAPE(N, 37), SHAPE(N, 1)},
+      {"scalar", SHAPE(N, 37), dl_shape_scalar()},
+      {"scalar on the left", dl_shape_scalar(), SHAPE(N, 5, 3)},
+      {"outer", SHAPE(N, 1), SHAPE(1, 9)},
+      {"rank 3", SHAPE(5, 1, 7), SHAPE(3, 1)},
+      {"rank 4 middle", SHAPE(2, N, 1, 3), SHAPE(N, 4, 1)},
+      {"static", SHAPE(3, 4), SHAPE(3, 4)},
+  };
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+      char what[96];
+      snprintf(what, sizeof what, "binary %s, %s", dl_op_info[ops[i]].name, shapes[s].what);
+      Case c = case_new(what);
+      DlNodeId a = dl_input(c.g, L, "a", shapes[s].a, DL_ROLE_INPUT);
+      DlNodeId b = dl_input(c.g, L, "b", shapes[s].b, DL_ROLE_INPUT);
+      if (ops[i] == DL_OP_POW) {
+        case_range(&c, a, 0.1, 3.0);
+        case_range(&c, b, -2.0, 2.0);
+      }
+      if (ops[i] == DL_OP_DIV) case_range(&c, b, 0.5, 3.0);
+      c.g->output = dl_binary(c.g, ops[i], L, a, b);
+      case_run(&c);
+    }
+  /* pow of a negative base: integer powers keep C's sign rules. */
+  Case c = case_new("pow, negative base, integer exponents");
+  DlNodeId a = dl_input(c.g, L, "a", SHAPE(N, 8), DL_ROLE_INPUT);
+  float ex[8] = {0, 1, 2, 3, -1, -2, 4, 5};
+  DlNodeId b = dl_const_data(c.g, L, SHAPE(8), ex);
+  case_range(&c, a, -3.0, -0.5);
+  c.g->output = dl_binary(c.g, DL_OP_POW, L, a, b);
+  case_run(&c);
+}
+
+static void test_matmul(void) {
+  struct {
+    const char *what;
+    DlShape a, b;
+    bool ta, tb;
+  } cases[] = {
+      {"7x5 @ 5x3", SHAPE(7, 5), SHAPE(5, 3), false, false},
+      {"(5x7)^T @ 5x3", SHAPE(5, 7), SHAPE(5, 3), true, false},
+      {"7x5 @ (3x5)^T", SHAPE(7, 5), SHAPE(3, 5), false, true},
+      {"(5x7)^T @ (3x5)^T", SHAPE(5, 7), SHAPE(3, 5), true, true},
+      {"x @ W", SHAPE(N, 5), SHAPE(5, 3), false, false},
+      {"x @ W wide", SHAPE(N, 33), SHAPE(33, 19), false, false},
+      {"x^T @ dy (contract over N)", SHAPE(N, 5), SHAPE(N, 3), true, false},
+      {"dy @ W^T", SHAPE(N, 3), SHAPE(5, 3), false, true},
+      {"x^T @ W^T", SHAPE(5, N), SHAPE(3, 5), true, true},
+      {"W @ x^T", SHAPE(4, 6), SHAPE(N, 6), false, true},
+      {"batched, broadcast b", SHAPE(2, N, 4, 5), SHAPE(5, 3), false, false},
+      {"batched, broadcast both", SHAPE(3, 1, 4, 5), SHAPE(2, 5, 6), false, false},
+      {"batched, transposed", SHAPE(2, 5, 4), SHAPE(2, 6, 5), true, true},
+      {"1x1", SHAPE(1, 1), SHAPE(1, 1), false, false},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char what[96];
+    snprintf(what, sizeof what, "matmul %s", cases[i].what);
+    Case c = case_new(what);
+    DlNodeId a = dl_input(c.g, L, "a", cases[i].a, DL_ROLE_INPUT);
+    DlNodeId b = dl_input(c.g, L, "b", cases[i].b, DL_ROLE_INPUT);
+    c.g->output = dl_matmul(c.g, L, a, b, cases[i].ta, cases[i].tb);
+    case_run(&c);
+  }
+}
+
+static void test_reduce(void) {
+  static const DlOp ops[] = {DL_OP_SUM, DL_OP_MEAN};
+  for (size_t i = 0; i < 2; i++)
+    for (uint32_t axes = 1; axes < 8; axes++)
+      for (int keep = 0; keep < 2; keep++) {
+        char what[96];
+        snprintf(what, sizeof what, "%s axes 0x%x%s of [N, 4, 6]", dl_op_info[ops[i]].name, axes,
+                 keep ? " keepdim" : "");
+        Case c = case_new(what);
+        DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 4, 6), DL_ROLE_INPUT);
+        c.g->output = dl_reduce(c.g, ops[i], L, x, axes, keep);
+        case_run(&c);
+      }
+  Case c = case_new("mean of a vector");
+  DlNodeId x = dl_input(c.g, L, "x", SHAPE(9), DL_ROLE_INPUT);
+  c.g->output = dl_reduce(c.g, DL_OP_MEAN, L, x, 0, false);
+  case_run(&c);
+  c = case_new("sum over the batch of [N, 1]");
+  x = dl_input(c.g, L, "x", SHAPE(N, 1), DL_ROLE_INPUT);
+  c.g->output = dl_reduce(c.g, DL_OP_SUM, L, x, 1, false);
+  case_run(&c);
+}
+
+/* The plan makes every RESHAPE a view; a planner may instead give it its own
+ * buffer and schedule it, and then its kernel copies. */
+static void reshape_as_copy(DlProgram *prog) {
+  const DlGraph *g = prog->g;
+  for (DlNodeId id = 0; id < g->nnodes; id++) {
+    if (g->nodes[id].op != DL_OP_RESHAPE) continue;
+    prog->offset[id] = prog->mem_floats;
+    prog->mem_floats += (prog->size[id] = dl_shape_numel(&g->nodes[id].shape, prog->max_batch));
+    DlEntry *e = &prog->entry[DL_ENTRY_FORWARD];
+    DlNodeId *nodes = dl_arena_alloc(g->cc->arena, sizeof(DlNodeId) * (size_t)(e->nnodes + 1));
+    int k = 0;
+    for (int i = 0; i < e->nnodes; i++) {
+      if (e->nodes[i] > id && k == i) nodes[k++] = id;
+      nodes[k++] = e->nodes[i];
+    }
+    e->nodes = nodes;
+    e->nnodes = k;
+  }
+}
+
+static void test_expand_reshape(void) {
+  struct {
+    const char *what;
+    DlShape from, to;
+  } cases[] = {
+      {"row to batch", SHAPE(4), SHAPE(N, 4)},       {"column to batch", SHAPE(N, 1), SHAPE(N, 5)},
+      {"scalar", dl_shape_scalar(), SHAPE(3, 4)},    {"scalar to batch", SHAPE(1), SHAPE(N, 2)},
+      {"middle", SHAPE(3, 1, 2), SHAPE(2, 3, 4, 2)},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    for (int mean = 0; mean < 2; mean++) {
+      char what[96];
+      snprintf(what, sizeof what, "expand %s%s", cases[i].what, mean ? " (mean)" : "");
+      Case c = case_new(what);
+      DlNodeId x = dl_input(c.g, L, "x", cases[i].from, DL_ROLE_INPUT);
+      c.g->output = dl_expand(c.g, L, x, cases[i].to, mean);
+      case_run(&c);
+    }
+  for (int copy = 0; copy < 2; copy++) {
+    Case c = case_new(copy ? "reshape copy then exp" : "reshape view then exp");
+    if (copy) c.tweak = reshape_as_copy;
+    DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 6), DL_ROLE_INPUT);
+    DlNodeId r = dl_reshape(c.g, L, x, SHAPE(N, 2, 3));
+    DlNodeId w = dl_input(c.g, L, "w", SHAPE(2, 1), DL_ROLE_INPUT);
+    c.g->output = dl_binary(c.g, DL_OP_MUL, L, dl_unary(c.g, DL_OP_EXP, L, r), w);
+    case_run(&c);
+  }
+}
+
+static void test_softmax(void) {
+  static const DlOp ops[] = {DL_OP_SOFTMAX, DL_OP_LOG_SOFTMAX};
+  static const double ranges[][2] = {{-3, 3}, {-50, 50}, {900, 1100}, {-1100, -900}};
+  for (size_t i = 0; i < 2; i++)
+    for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+      char what[96];
+      snprintf(what, sizeof what, "%s on [%g, %g]", dl_op_info[ops[i]].name, ranges[r][0],
+               ranges[r][1]);
+      Case c = case_new(what);
+      DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 10), DL_ROLE_INPUT);
+      case_range(&c, x, ranges[r][0], ranges[r][1]);
+      c.g->output = dl_softmax(c.g, ops[i], L, x);
+      case_run(&c);
+    }
+  for (size_t i = 0; i < 2; i++) {
+    Case c = case_new(i ? "log_softmax rank 3" : "softmax rank 3");
+    DlNodeId x = dl_input(c.g, L, "x", SHAPE(2, N, 7), DL_ROLE_INPUT);
+    c.g->output = dl_softmax(c.g, ops[i], L, x);
+    case_run(&c);
+    c = case_new(i ? "log_softmax of one element" : "softmax of one element");
+    x = dl_input(c.g, L, "x", SHAPE(N, 1), DL_ROLE_INPUT);
+    c.g->output = dl_softmax(c.g, ops[i], L, x);
+    case_run(&c);
+  }
+}
+
+/* A two-layer classifier with every kind of op in its forward and backward
+ * graphs: grad and train_step (ASSIGN) against the interpreter. */
+static Case build_mlp(void) {
+  Case c = case_new("mlp");
+  DlGraph *g = c.g;
+  DlNodeId x = dl_input(g, L, "x", SHAPE(N, 3), DL_ROLE_INPUT);
+  DlNodeId y = dl_input(g, L, "y", SHAPE(N, 2), DL_ROLE_TARGET);
+  case_range(&c, y, 0.0, 1.0);
+  float w1[12];
+  for (int i = 0; i < 12; i++)
+    w1[i] = (float)rnd(-1, 1);
+  DlNodeId W1 = dl_param(g, L, "h.W", SHAPE(3, 4), (DlInit){.kind = DL_INIT_DATA, .data = w1});
+  DlNodeId b1 = dl_param(g, L, "h.b", SHAPE(4), (DlInit){.kind = DL_INIT_CONST, .a = 0.1});
+  DlNodeId W2 =
+      dl_param(g, L, "W2", SHAPE(4, 2), (DlInit){.kind = DL_INIT_UNIFORM, .a = -1, .b = 1});
+  DlNodeId b2 = dl_param(g, L, "b2", SHAPE(2), (DlInit){.kind = DL_INIT_ZERO});
+  DlNodeId h =
+      dl_unary(g, DL_OP_TANH, L, dl_binary(g, DL_OP_ADD, L, dl_matmul(g, L, x, W1, 0, 0), b1));
+  h = dl_binary(g, DL_OP_MUL, L, h, dl_unary(g, DL_OP_SIGMOID, L, h));
+  DlNodeId z = dl_binary(g, DL_OP_ADD, L, dl_matmul(g, L, h, W2, 0, 0), b2);
+  g->output = dl_softmax(g, DL_OP_SOFTMAX, L, z);
+  dl_node_set_name(g, g->output, "probs");
+  DlNodeId ce = dl_binary(g, DL_OP_MUL, L, y, dl_softmax(g, DL_OP_LOG_SOFTMAX, L, z));
+  DlNodeId sq = dl_binary(g, DL_OP_POW, L, dl_binary(g, DL_OP_SUB, L, g->output, y),
+                          dl_const_scalar(g, L, 2.0));
+  DlNodeId l1 =
+      dl_unary(g, DL_OP_NEG, L,
+               dl_reduce(g, DL_OP_MEAN, L, dl_reduce(g, DL_OP_SUM, L, ce, 2, false), 0, false));
+  DlNodeId l2 = dl_reduce(g, DL_OP_MEAN, L, sq, 0, false);
+  g->loss = dl_binary(g, DL_OP_ADD, L, l1, l2);
+  bool ok = !dl_failed(c.cc) && dl_autodiff(g) && dl_append_sgd(g, 0.25);
+  CHECK(ok, "mlp: autodiff failed");
+  return c;
+}
+
+static void test_training(void) {
+  static const DlEntryKind entries[] = {DL_ENTRY_FORWARD, DL_ENTRY_GRAD, DL_ENTRY_TRAIN};
+  for (int k = 0; k < 3; k++)
+    for (size_t e = 0; e < 3; e++) {
+      Case c = build_mlp();
+      char what[64];
+      snprintf(what, sizeof what, "mlp %s%s", dl_entry_names[entries[e]],
+               k == 2 ? " (GPU kernels)" : "");
+      c.what = what;
+      case_run_entry(&c, entries[e], k == 1 ? 0 : 3, k == 2 ? GPU_GRID : CPU_LOOPS);
+      dl_compiler_free(c.cc);
+    }
+}
+
+/* ---- textual and object outputs ---- */
+
+static bool contains(const char *text, const char *needle) {
+  return text && strstr(text, needle);
+}
+
+static Case build_every_op(void) {
+  Case c = case_new("every op");
+  DlGraph *g = c.g;
+  DlNodeId x = dl_input(g, L, "x", SHAPE(N, 8), DL_ROLE_INPUT);
+  DlNodeId W = dl_param(g, L, "W", SHAPE(8, 8), (DlInit){.kind = DL_INIT_UNIFORM, .a = -1, .b = 1});
+  DlNodeId v = dl_matmul(g, L, x, W, false, false);
+  /* every transposition: v @ (x^T @ v)^T */
+  v = dl_binary(g, DL_OP_ADD, L,
+                dl_matmul(g, L, v, dl_matmul(g, L, x, v, true, false), false, true), v);
+  static const DlOp unary[] = {DL_OP_NEG,     DL_OP_EXP,  DL_OP_LOG,  DL_OP_SQRT, DL_OP_TANH,
+                               DL_OP_SIGMOID, DL_OP_RELU, DL_OP_STEP, DL_OP_ABS,  DL_OP_SIGN};
+  for (size_t i = 0; i < sizeof unary / sizeof unary[0]; i++)
+    v = dl_binary(g, DL_OP_ADD, L, v, dl_unary(g, unary[i], L, v));
+  static const DlOp binary[] = {DL_OP_SUB, DL_OP_MUL, DL_OP_DIV, DL_OP_POW};
+  for (size_t i = 0; i < sizeof binary / sizeof binary[0]; i++)
+    v = dl_binary(g, binary[i], L, v, x);
+  DlNodeId s = dl_reduce(g, DL_OP_SUM, L, v, 2, true);
+  v = dl_binary(g, DL_OP_SUB, L, v, dl_expand(g, L, s, SHAPE(N, 8), true));
+  v = dl_softmax(g, DL_OP_LOG_SOFTMAX, L, dl_softmax(g, DL_OP_SOFTMAX, L, v));
+  v = dl_reshape(g, L, v, SHAPE(N, 2, 4));
+  g->output = v;
+  g->loss = dl_reduce(g, DL_OP_MEAN, L, v, 0, false);
+  bool ok = !dl_failed(c.cc) && dl_autodiff(g) && dl_append_sgd(g, 0.1);
+  CHECK(ok, "every op: autodiff failed");
+  return c;
+}
+
+static const char *tmp_dir(void) {
+  const char *t = getenv("DLCC_TEST_TMP");
+  if (!t || !t[0]) t = getenv("TMPDIR");
+  return t && t[0] ? t : "/tmp";
+}
+
+static const char *find_ptxas(void) {
+  const char *env = getenv("PTXAS");
+  if (env && access(env, X_OK) == 0) return env;
+  if (access("/usr/local/cuda/bin/ptxas", X_OK) == 0) return "/usr/local/cuda/bin/ptxas";
+  if (system("command -v ptxas >/dev/null 2>&1") == 0) return "ptxas";
+  return NULL;
+}
+
+static void test_outputs(void) {
+  Case c = build_every_op();
+  DlProgram *prog = dl_plan(c.g, 32);
+  CHECK(prog != NULL, "every op: plan failed");
+  if (!prog) {
+    report_diags(&c);
+    dl_compiler_free(c.cc);
+    return;
+  }
+  /* The whole training program, at every level, on the CPU. */
+  for (int opt = 0; opt <= 3; opt++) {
+    DlCodegenOptions o = {.target = DL_TARGET_CPU, .opt_level = opt, .prefix = "every op"};
+    char *ir = dl_emit_llvm_ir(c.cc, prog, &o);
+    CHECK(contains(ir, "define void @every_op_entry_train_step(ptr"), "-O%d IR lacks the entry",
+          opt);
+    CHECK(contains(ir, "@every_op_program = ") && contains(ir, "constant %DlrtProgram {"),
+          "-O%d IR lacks the table", opt);
+    if (opt == 0)
+      CHECK(contains(ir, "define internal void @every_op_k") && contains(ir, "ptr noalias"),
+            "-O0 IR lacks noalias kernels");
+  }
+  char *text = dl_emit_asm(c.cc, prog, NULL);
+  CHECK(contains(text, "every_op_entry_forward:") || contains(text, "t_entry_forward:"),
+        "asm lacks the entry label");
+
+  /* Elementwise and matmul loops become 8-wide vectors on an AVX2 host. */
+  Case v = case_new("vectorise");
+  DlNodeId a = dl_input(v.g, L, "a", SHAPE(N, 64), DL_ROLE_INPUT);
+  DlNodeId b = dl_input(v.g, L, "b", SHAPE(64), DL_ROLE_INPUT);
+  DlNodeId W = dl_param(v.g, L, "W", SHAPE(64, 64), (DlInit){.kind = DL_INIT_ZERO});
+  v.g->output = dl_matmul(v.g, L, dl_binary(v.g, DL_OP_ADD, L, a, b), W, false, false);
+  DlProgram *vp = dl_plan(v.g, 16);
+  char *vir = vp ? dl_emit_llvm_ir(v.cc, vp, NULL) : NULL;
+  CHECK(vir != NULL, "vectorise: no IR");
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  /* 8 lanes with AVX2; LLVM may prefer 16 where AVX-512 is fast. */
+  if (__builtin_cpu_supports("avx2"))
+    CHECK(contains(vir, "<8 x float>") || contains(vir, "<16 x float>"),
+          "O3 IR on an AVX2 host has no <8 x float>");
+#endif
+  dl_compiler_free(v.cc);
+
+  /* ELF object and C header. */
+  char path[512];
+  snprintf(path, sizeof path, "%s/test_codegen_%d.o", tmp_dir(), (int)getpid());
+  CHECK(dl_emit_object(c.cc, prog, NULL, path), "cannot write %s", path);
+  FILE *f = fopen(path, "rb");
+  unsigned char magic[4] = {0};
+  if (f) {
+    CHECK(fread(magic, 1, 4, f) == 4, "short object file");
+    fclose(f);
+  }
+  CHECK(!memcmp(magic, "\177ELF", 4), "object file is not ELF");
+  remove(path);
+  char *h = dl_emit_c_header(c.cc, prog, NULL);
+  CHECK(contains(h, "#include \"dlrt.h\""), "header");
+  CHECK(contains(h, "extern const DlrtProgram t_program;"), "header declares the table");
+  CHECK(contains(h, "void t_entry_train_step(float *mem, int64_t n);"), "header entries");
+  CHECK(contains(h, "static inline DlrtContext *t_create(uint64_t seed, DlrtError *err)"),
+        "header helpers");
+  CHECK(contains(h, "static inline int t_forward(DlrtContext *ctx, int64_t n, DlrtError *err)"),
+        "header forward helper");
+  CHECK(contains(h, " *   W: param [8, 8]") && contains(h, " *   x: input [N, 8]"),
+        "header documents the tensors");
+  CHECK(contains(h, "#ifndef DLCC_T_H"), "header include guard");
+
+  /* PTX for every op, checked by ptxas where it is installed. */
+  const char *ptxas = find_ptxas();
+  static const char *const archs[] = {"sm_80", "sm_90"};
+  for (int i = 0; i < 2; i++) {
+    DlCodegenOptions o = {.target = DL_TARGET_NVPTX, .opt_level = 3, .gpu_arch = archs[i]};
+    char *ptx = dl_emit_ptx(c.cc, prog, &o);
+    CHECK(ptx != NULL, "no PTX for %s", archs[i]);
+    if (!ptx) {
+      report_diags(&c);
+      continue;
+    }
+    char target[32];
+    snprintf(target, sizeof target, ".target %s", archs[i]);
+    CHECK(contains(ptx, target), "PTX lacks '%s'", target);
+    CHECK(contains(ptx, ".visible .entry t_k") && !contains(ptx, "entry_forward"),
+          "PTX has kernels and no host entries");
+    if (!ptxas) continue;
+    char ptx_path[512], cmd[2048];
+    snprintf(ptx_path, sizeof ptx_path, "%s/test_codegen_%d_%s.ptx", tmp_dir(), (int)getpid(),
+             archs[i]);
+    FILE *pf = fopen(ptx_path, "w");
+    CHECK(pf != NULL, "cannot write %s", ptx_path);
+    if (!pf) continue;
+    fputs(ptx, pf);
+    fclose(pf);
+    snprintf(cmd, sizeof cmd, "%s -arch=%s %s -o %s.cubin", ptxas, archs[i], ptx_path, ptx_path);
+    CHECK(system(cmd) == 0, "ptxas rejected the PTX for %s: %s", archs[i], cmd);
+    remove(ptx_path);
+    snprintf(cmd, sizeof cmd, "%s.cubin", ptx_path);
+    remove(cmd);
+  }
+  /* The unoptimised PTX must assemble too. */
+  DlCodegenOptions o0 = {.target = DL_TARGET_NVPTX, .opt_level = 0};
+  CHECK(dl_emit_ptx(c.cc, prog, &o0) != NULL, "no -O0 PTX");
+  if (!ptxas) fprintf(stderr, "note: ptxas not found; PTX was generated but not assembled\n");
+  CHECK(!dl_failed(c.cc), "outputs recorded errors");
+  report_diags(&c);
+  dl_compiler_free(c.cc);
+}
+
+static void test_errors(void) {
+  Case c = case_new("errors");
+  DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 2), DL_ROLE_INPUT);
+  c.g->output = dl_unary(c.g, DL_OP_EXP, L, x);
+  DlProgram *prog = dl_plan(c.g, 4);
+  DlCodegenOptions bad_level = {.opt_level = 7};
+  CHECK(dl_emit_llvm_ir(c.cc, prog, &bad_level) == NULL && dl_failed(c.cc), "-O7 accepted");
+  dl_diag_clear(c.cc);
+  DlCodegenOptions bad_arch = {.target = DL_TARGET_NVPTX, .opt_level = 3, .gpu_arch = "volta"};
+  CHECK(dl_emit_ptx(c.cc, prog, &bad_arch) == NULL && dl_failed(c.cc), "arch 'volta' accepted");
+  dl_diag_clear(c.cc);
+  CHECK(!dl_emit_object(c.cc, prog, NULL, "/nonexistent-dir/sub/x.o") && dl_failed(c.cc),
+        "writing into a missing directory succeeded");
+  CHECK(c.cc->ndiags > 0 && strstr(c.cc->diags[0].msg, "/nonexistent-dir/sub/x.o"),
+        "the object error names the path");
+  dl_diag_clear(c.cc);
+  /* A prefix that is not an identifier is made one. */
+  DlCodegenOptions odd = {.opt_level = 0, .prefix = "9 lives-model"};
+  char *ir = dl_emit_llvm_ir(c.cc, prog, &odd);
+  CHECK(contains(ir, "@_9_lives_model_program"), "prefix not sanitised");
+  dl_compiler_free(c.cc);
+}
+
+int main(void) {
+  test_unary();
+  test_binary();
+  test_matmul();
+  test_reduce();
+  test_expand_reshape();
+  test_softmax();
+  test_training();
+  test_outputs();
+  test_errors();
+  if (failures) {
+    fprintf(stderr, "test_codegen: %d of %d checks failed\n", failures, checks);
+    return 1;
+  }
+  printf("test_codegen: all %d checks passed\n", checks);
+  return 0;
+}

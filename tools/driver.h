@@ -1,0 +1,95 @@
+/* driver.h - the dlcc command-line driver, shared between its commands.
+ *
+ * The driver is the one place that prints diagnostics and chooses exit codes:
+ * 0 on success, 1 on any error (with a message), never a crash.
+ */
+#ifndef DLCC_DRIVER_H
+#define DLCC_DRIVER_H
+
+#include "../codegen/codegen.h"
+#include "../frontend/frontend.h"
+#include "../passes/passes.h"
+#include "../runtime/dlrt.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Options common to the commands; each command parses the ones it takes. */
+typedef struct DriverOptions {
+  const char *file;
+  const char *model;
+  const char *output;     /* -o */
+  const char *header;     /* --header */
+  const char *save;       /* --save CKPT */
+  const char *load;       /* --load CKPT */
+  const char *log;        /* --log FILE.jsonl */
+  const char *input;      /* --input CSV */
+  const char *arch;       /* --arch sm_80 */
+  const char *prefix;     /* --prefix NAME */
+  int64_t epochs;         /* -1: from the train block */
+  double lr;              /* < 0: from the train block */
+  int64_t batch;          /* -1: from the train block */
+  int64_t seed;           /* -1: from the train block */
+  double tol;             /* gradcheck */
+  int opt_level;
+  bool quiet;
+  bool verbose;
+} DriverOptions;
+
+/* Everything compiled from one source file for one model. */
+typedef struct Session {
+  DlCompiler *cc;
+  DlAstFile *ast;
+  DlGraph *graph;
+  DlTrainSpec train;
+  DlProgram *prog;
+  DlJit *jit;
+  const DlrtProgram *rt; /* the JIT's program table */
+  bool color;
+} Session;
+
+/* Pipeline stages; each returns false after printing diagnostics. */
+bool session_parse(Session *s, const DriverOptions *o);
+bool session_lower(Session *s, const DriverOptions *o);
+/* autodiff + SGD (when the model has a loss and parameters) + plan */
+bool session_plan(Session *s, const DriverOptions *o, int64_t max_batch);
+bool session_jit(Session *s, const DriverOptions *o);
+void session_free(Session *s);
+
+/* Print recorded diagnostics to stderr (with colour on a terminal). */
+void driver_report(Session *s);
+/* "dlcc: error: ..." for errors without a source location. */
+void driver_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The training data of the train block (CSV or inline tensors). Errors are
+ * reported at the data setting's location. */
+bool session_load_train_data(Session *s, DlrtDataset *ds);
+/* Rows of a CSV whose columns are the model's inputs then (optionally) its
+ * targets, in declaration order. */
+bool session_load_input_csv(Session *s, const char *path, DlrtDataset *ds, bool *has_targets);
+/* The batch size the train block and flags ask for. */
+int64_t session_batch(const Session *s, const DriverOptions *o);
+
+/* Print a tensor like numpy: [[1, 2], [3, 4]], abbreviated when large. */
+void print_tensor(FILE *out, const float *data, int rank, const int64_t *dims);
+
+int cmd_train(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_compile(int argc, char **argv);
+int cmd_emit(int argc, char **argv);
+int cmd_gradcheck(int argc, char **argv);
+
+/* Argument parsing shared by the commands: returns the number of argv
+ * entries consumed (1 or 2) for a recognised option, 0 for an unrecognised
+ * one, -1 on a malformed value (after printing a message). `allowed` is a
+ * string of the option names the command accepts, e.g. "--epochs --lr". */
+int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const char *allowed);
+void options_init(DriverOptions *o);
+/* Parse a command's FILE and options (argv[0] is the command's name); prints
+ * `help` for --help.  Returns 0 to go on, 1 on a usage error (message
+ * printed), 2 when help was printed. */
+int parse_command_args(DriverOptions *o, int argc, char **argv, const char *allowed,
+                       const char *help);
+
+#endif
