@@ -38,7 +38,7 @@ typedef struct Cg {
   LLVMContextRef ctx;
   LLVMModuleRef mod;
   LLVMBuilderRef b;
-  LLVMTypeRef t_f32, t_i64, t_i32, t_i1, t_ptr, t_void;
+  LLVMTypeRef t_f32, t_i64, t_i32, t_ptr, t_void;
   LLVMValueRef *kernel; /* per node: its kernel function, or NULL */
 } Cg;
 

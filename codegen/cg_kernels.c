@@ -14,7 +14,9 @@
  * elements i = ctaid.x*ntid.x + tid.x, i += nctaid.x*ntid.x, recovers the
  * multi-index by div/mod, and computes that element directly (matmul: a loop
  * over k; reductions: a loop over the reduced elements; softmax: the row's
- * max and sum recomputed).  Correctness first; tiling comes later.
+ * max and sum recomputed).  Correctness first; tiling comes later.  The same
+ * kernels can be built for the CPU (Cg.grid_kernels, see cg_testing.h), one
+ * thread of one block, so that their logic is tested without a GPU.
  */
 #include "cg_internal.h"
 

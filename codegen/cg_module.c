@@ -411,8 +411,9 @@ static bool emit_program_table(Cg *cg, LLVMTargetMachineRef tm, LLVMValueRef *en
   return true;
 }
 
-static bool entry_emitted(const CgOptions *o, const DlProgram *prog, DlEntryKind k) {
-  (void)o;
+/* forward always exists (DlrtProgram.forward is never NULL), even with no
+ * kernels; grad and train_step only where the plan has them. */
+static bool entry_emitted(const DlProgram *prog, DlEntryKind k) {
   return k == DL_ENTRY_FORWARD || prog->entry[k].present;
 }
 
@@ -468,14 +469,13 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
   cg.t_f32 = LLVMFloatTypeInContext(ctx);
   cg.t_i64 = LLVMInt64TypeInContext(ctx);
   cg.t_i32 = LLVMInt32TypeInContext(ctx);
-  cg.t_i1 = LLVMInt1TypeInContext(ctx);
   cg.t_ptr = LLVMPointerTypeInContext(ctx, 0);
   cg.t_void = LLVMVoidTypeInContext(ctx);
   cg.kernel = dl_arena_alloc(cc->arena, sizeof(LLVMValueRef) * (size_t)(g->nnodes ? g->nnodes : 1));
 
   bool ok = true;
   for (int k = 0; ok && k < DL_ENTRY_COUNT; k++) {
-    if (!entry_emitted(o, prog, (DlEntryKind)k)) continue;
+    if (!entry_emitted(prog, (DlEntryKind)k)) continue;
     const DlEntry *e = &prog->entry[k];
     for (int i = 0; ok && i < e->nnodes; i++) {
       DlNodeId id = e->nodes[i];
@@ -491,7 +491,7 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
   if (ok && o->target == DL_TARGET_CPU) {
     LLVMValueRef entries[DL_ENTRY_COUNT] = {NULL};
     for (int k = 0; ok && k < DL_ENTRY_COUNT; k++) {
-      if (entry_emitted(o, prog, (DlEntryKind)k)) {
+      if (entry_emitted(prog, (DlEntryKind)k)) {
         entries[k] = emit_entry(&cg, (DlEntryKind)k);
         ok = entries[k] != NULL;
       }
@@ -651,7 +651,7 @@ char *dl_emit_c_header(DlCompiler *cc, const DlProgram *prog, const DlCodegenOpt
   fprintf(f, "extern const DlrtProgram %s_program;\n\n", p);
   fprintf(f, "/* Raw entry points on the context's memory (use the helpers below). */\n");
   for (int k = 0; k < DL_ENTRY_COUNT; k++)
-    if (entry_emitted(&o, prog, (DlEntryKind)k))
+    if (entry_emitted(prog, (DlEntryKind)k))
       fprintf(f, "void %s_entry_%s(float *mem, int64_t n);\n", p, dl_entry_names[k]);
   fprintf(f,
           "\n/* A context: memory with constants and hyperparameters filled in and the\n"

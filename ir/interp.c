@@ -14,8 +14,7 @@ static int64_t dim(const DlShape *s, int i, int64_t n) {
 /* Advance a row-major multi-index over shape s; false when it wraps. */
 static bool next_index(int64_t *idx, const DlShape *s, int64_t n) {
   for (int i = s->rank - 1; i >= 0; i--) {
-    if (++idx[i] < dim(s, i, n))
-      return true;
+    if (++idx[i] < dim(s, i, n)) return true;
     idx[i] = 0;
   }
   return false;
@@ -45,10 +44,23 @@ static double unary(DlOp op, double x) {
   case DL_OP_STEP: return x > 0 ? 1 : 0;
   case DL_OP_ABS: return fabs(x);
   case DL_OP_SIGN: return x > 0 ? 1 : x < 0 ? -1 : 0;
-  case DL_OP_INPUT: case DL_OP_PARAM: case DL_OP_CONST: case DL_OP_HYPER: case DL_OP_ADD:
-  case DL_OP_SUB: case DL_OP_MUL: case DL_OP_DIV: case DL_OP_POW: case DL_OP_MATMUL:
-  case DL_OP_SUM: case DL_OP_MEAN: case DL_OP_EXPAND: case DL_OP_RESHAPE: case DL_OP_SOFTMAX:
-  case DL_OP_LOG_SOFTMAX: case DL_OP_ASSIGN: break;
+  case DL_OP_INPUT:
+  case DL_OP_PARAM:
+  case DL_OP_CONST:
+  case DL_OP_HYPER:
+  case DL_OP_ADD:
+  case DL_OP_SUB:
+  case DL_OP_MUL:
+  case DL_OP_DIV:
+  case DL_OP_POW:
+  case DL_OP_MATMUL:
+  case DL_OP_SUM:
+  case DL_OP_MEAN:
+  case DL_OP_EXPAND:
+  case DL_OP_RESHAPE:
+  case DL_OP_SOFTMAX:
+  case DL_OP_LOG_SOFTMAX:
+  case DL_OP_ASSIGN: break;
   }
   return NAN;
 }
@@ -60,11 +72,28 @@ static double binary(DlOp op, double a, double b) {
   case DL_OP_MUL: return a * b;
   case DL_OP_DIV: return a / b;
   case DL_OP_POW: return pow(a, b);
-  case DL_OP_INPUT: case DL_OP_PARAM: case DL_OP_CONST: case DL_OP_HYPER: case DL_OP_NEG:
-  case DL_OP_EXP: case DL_OP_LOG: case DL_OP_SQRT: case DL_OP_TANH: case DL_OP_SIGMOID:
-  case DL_OP_RELU: case DL_OP_STEP: case DL_OP_ABS: case DL_OP_SIGN: case DL_OP_MATMUL:
-  case DL_OP_SUM: case DL_OP_MEAN: case DL_OP_EXPAND: case DL_OP_RESHAPE: case DL_OP_SOFTMAX:
-  case DL_OP_LOG_SOFTMAX: case DL_OP_ASSIGN: break;
+  case DL_OP_INPUT:
+  case DL_OP_PARAM:
+  case DL_OP_CONST:
+  case DL_OP_HYPER:
+  case DL_OP_NEG:
+  case DL_OP_EXP:
+  case DL_OP_LOG:
+  case DL_OP_SQRT:
+  case DL_OP_TANH:
+  case DL_OP_SIGMOID:
+  case DL_OP_RELU:
+  case DL_OP_STEP:
+  case DL_OP_ABS:
+  case DL_OP_SIGN:
+  case DL_OP_MATMUL:
+  case DL_OP_SUM:
+  case DL_OP_MEAN:
+  case DL_OP_EXPAND:
+  case DL_OP_RESHAPE:
+  case DL_OP_SOFTMAX:
+  case DL_OP_LOG_SOFTMAX:
+  case DL_OP_ASSIGN: break;
   }
   return NAN;
 }
@@ -106,16 +135,14 @@ static void eval_reduce(const DlGraph *g, const DlNode *nd, double *out, const d
   memset(out, 0, sizeof(double) * (size_t)total_out);
   int64_t count = 1;
   for (int i = 0; i < si->rank; i++)
-    if (axes & (1u << i))
-      count *= dim(si, i, n);
+    if (axes & (1u << i)) count *= dim(si, i, n);
   int64_t idx[DL_MAX_RANK] = {0};
   int64_t total_in = dl_shape_numel(si, n);
   for (int64_t e = 0; e < total_in; e++) {
     /* Output offset: the input index with the reduced axes dropped. */
     int64_t off = 0;
     for (int i = 0; i < si->rank; i++)
-      if (!(axes & (1u << i)))
-        off = off * dim(si, i, n) + idx[i];
+      if (!(axes & (1u << i))) off = off * dim(si, i, n) + idx[i];
     out[off] += a[e];
     next_index(idx, si, n);
   }
@@ -158,7 +185,7 @@ static void eval_node(DlInterp *it, DlNodeId id) {
   }
   if ((nd->op == DL_OP_INPUT || nd->op == DL_OP_PARAM || nd->op == DL_OP_HYPER) && v[id] &&
       !it->owned[id])
-    return; /* supplied by the caller */
+    return;          /* supplied by the caller */
   if (it->owned[id]) /* evaluated before: evaluate again */
     free(it->values[id]);
 
@@ -180,12 +207,24 @@ static void eval_node(DlInterp *it, DlNodeId id) {
     for (int64_t e = 0; e < total; e++)
       out[e] = nd->attr.konst.data ? nd->attr.konst.data[e] : nd->attr.konst.value;
     break;
-  case DL_OP_NEG: case DL_OP_EXP: case DL_OP_LOG: case DL_OP_SQRT: case DL_OP_TANH:
-  case DL_OP_SIGMOID: case DL_OP_RELU: case DL_OP_STEP: case DL_OP_ABS: case DL_OP_SIGN:
+  case DL_OP_NEG:
+  case DL_OP_EXP:
+  case DL_OP_LOG:
+  case DL_OP_SQRT:
+  case DL_OP_TANH:
+  case DL_OP_SIGMOID:
+  case DL_OP_RELU:
+  case DL_OP_STEP:
+  case DL_OP_ABS:
+  case DL_OP_SIGN:
     for (int64_t e = 0; e < total; e++)
       out[e] = unary(nd->op, a[e]);
     break;
-  case DL_OP_ADD: case DL_OP_SUB: case DL_OP_MUL: case DL_OP_DIV: case DL_OP_POW: {
+  case DL_OP_ADD:
+  case DL_OP_SUB:
+  case DL_OP_MUL:
+  case DL_OP_DIV:
+  case DL_OP_POW: {
     const DlShape *sa = &g->nodes[nd->in[0]].shape, *sb = &g->nodes[nd->in[1]].shape;
     for (int64_t e = 0; e < total; e++) {
       out[e] = binary(nd->op, a[bcast_offset(sa, &nd->shape, idx, n)],
@@ -195,12 +234,12 @@ static void eval_node(DlInterp *it, DlNodeId id) {
     break;
   }
   case DL_OP_MATMUL: eval_matmul(g, nd, out, a, b, n); break;
-  case DL_OP_SUM: case DL_OP_MEAN: eval_reduce(g, nd, out, a, n); break;
+  case DL_OP_SUM:
+  case DL_OP_MEAN: eval_reduce(g, nd, out, a, n); break;
   case DL_OP_EXPAND: {
     const DlShape *sa = &g->nodes[nd->in[0]].shape;
-    double scale = nd->attr.expand.mean
-                       ? (double)dl_shape_numel(sa, n) / (double)(total ? total : 1)
-                       : 1.0;
+    double scale =
+        nd->attr.expand.mean ? (double)dl_shape_numel(sa, n) / (double)(total ? total : 1) : 1.0;
     for (int64_t e = 0; e < total; e++) {
       out[e] = a[bcast_offset(sa, &nd->shape, idx, n)] * scale;
       next_index(idx, &nd->shape, n);
@@ -208,7 +247,8 @@ static void eval_node(DlInterp *it, DlNodeId id) {
     break;
   }
   case DL_OP_RESHAPE: memcpy(out, a, sizeof(double) * (size_t)total); break;
-  case DL_OP_SOFTMAX: case DL_OP_LOG_SOFTMAX: eval_softmax(nd, out, a, n); break;
+  case DL_OP_SOFTMAX:
+  case DL_OP_LOG_SOFTMAX: eval_softmax(nd, out, a, n); break;
   case DL_OP_ASSIGN: break; /* handled above / not an op */
   }
 }
@@ -231,11 +271,9 @@ void dl_interp_run(DlInterp *it, const DlNodeId *eval, int neval) {
 }
 
 void dl_interp_free(DlInterp *it) {
-  if (!it->values)
-    return;
+  if (!it->values) return;
   for (int i = 0; i < it->g->nnodes; i++)
-    if (it->owned[i])
-      free(it->values[i]);
+    if (it->owned[i]) free(it->values[i]);
   free(it->values);
   free(it->owned);
   it->values = NULL;

@@ -29,14 +29,14 @@ DlShape dl_shape_make(int rank, const int64_t *dims) {
   return s;
 }
 
-DlShape dl_shape_scalar(void) { return (DlShape){0}; }
+DlShape dl_shape_scalar(void) {
+  return (DlShape){0};
+}
 
 bool dl_shape_eq(const DlShape *a, const DlShape *b) {
-  if (a->rank != b->rank)
-    return false;
+  if (a->rank != b->rank) return false;
   for (int i = 0; i < a->rank; i++)
-    if (a->d[i] != b->d[i])
-      return false;
+    if (a->d[i] != b->d[i]) return false;
   return true;
 }
 
@@ -63,8 +63,7 @@ char *dl_shape_str(const DlShape *s, char *buf, size_t size) {
     else
       at += (size_t)snprintf(buf + at, size - at, "%s%lld", i ? ", " : "", (long long)s->d[i]);
   }
-  if (at < size)
-    snprintf(buf + at, size - at, "]");
+  if (at < size) snprintf(buf + at, size - at, "]");
   return buf;
 }
 
@@ -162,18 +161,16 @@ DlNodeId dl_hyper(DlGraph *g, DlLoc loc, const char *name, double default_value)
 }
 
 DlNodeId dl_unary(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a) {
-  if (a == DL_NONE)
-    return DL_NONE;
+  if (a == DL_NONE) return DL_NONE;
   return push_node(g, op, loc, g->nodes[a].shape, 1, &a);
 }
 
 DlNodeId dl_binary(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a, DlNodeId b) {
-  if (a == DL_NONE || b == DL_NONE)
-    return DL_NONE;
+  if (a == DL_NONE || b == DL_NONE) return DL_NONE;
   DlShape out;
   if (!dl_shape_broadcast(&g->nodes[a].shape, &g->nodes[b].shape, &out)) {
-    dl_error(g->cc, loc, "shape mismatch in '%s': %s vs %s (cannot broadcast)",
-             dl_op_info[op].name, shape_s(g, &g->nodes[a].shape), shape_s(g, &g->nodes[b].shape));
+    dl_error(g->cc, loc, "shape mismatch in '%s': %s vs %s (cannot broadcast)", dl_op_info[op].name,
+             shape_s(g, &g->nodes[a].shape), shape_s(g, &g->nodes[b].shape));
     return DL_NONE;
   }
   DlNodeId in[2] = {a, b};
@@ -181,8 +178,7 @@ DlNodeId dl_binary(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a, DlNodeId b) {
 }
 
 DlNodeId dl_matmul(DlGraph *g, DlLoc loc, DlNodeId a, DlNodeId b, bool ta, bool tb) {
-  if (a == DL_NONE || b == DL_NONE)
-    return DL_NONE;
+  if (a == DL_NONE || b == DL_NONE) return DL_NONE;
   const DlShape *sa = &g->nodes[a].shape, *sb = &g->nodes[b].shape;
   if (sa->rank < 2 || sb->rank < 2) {
     dl_error(g->cc, loc, "shape mismatch in 'matmul': %s @ %s (both operands must be matrices)",
@@ -194,9 +190,8 @@ DlNodeId dl_matmul(DlGraph *g, DlLoc loc, DlNodeId a, DlNodeId b, bool ta, bool 
   int64_t kb = tb ? sb->d[sb->rank - 1] : sb->d[sb->rank - 2];
   int64_t p = tb ? sb->d[sb->rank - 2] : sb->d[sb->rank - 1];
   if (ka != kb) {
-    dl_error(g->cc, loc,
-             "shape mismatch in 'matmul': %s @ %s (inner dimensions differ)", shape_s(g, sa),
-             shape_s(g, sb));
+    dl_error(g->cc, loc, "shape mismatch in 'matmul': %s @ %s (inner dimensions differ)",
+             shape_s(g, sa), shape_s(g, sb));
     return DL_NONE;
   }
   DlShape la = *sa, lb = *sb, lead;
@@ -222,11 +217,9 @@ DlNodeId dl_matmul(DlGraph *g, DlLoc loc, DlNodeId a, DlNodeId b, bool ta, bool 
 }
 
 DlNodeId dl_reduce(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a, uint32_t axes, bool keepdim) {
-  if (a == DL_NONE)
-    return DL_NONE;
+  if (a == DL_NONE) return DL_NONE;
   const DlShape *s = &g->nodes[a].shape;
-  if (axes == 0)
-    axes = (uint32_t)((1u << s->rank) - 1);
+  if (axes == 0) axes = (uint32_t)((1u << s->rank) - 1);
   if (axes >> s->rank) {
     dl_error(g->cc, loc, "'%s' over an axis that %s does not have", dl_op_info[op].name,
              shape_s(g, s));
@@ -235,8 +228,7 @@ DlNodeId dl_reduce(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a, uint32_t axes, bo
   DlShape out = {0};
   for (int i = 0; i < s->rank; i++) {
     if (axes & (1u << i)) {
-      if (keepdim)
-        out.d[out.rank++] = 1;
+      if (keepdim) out.d[out.rank++] = 1;
     } else {
       out.d[out.rank++] = s->d[i];
     }
@@ -248,8 +240,7 @@ DlNodeId dl_reduce(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a, uint32_t axes, bo
 }
 
 DlNodeId dl_expand(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape, bool mean) {
-  if (a == DL_NONE)
-    return DL_NONE;
+  if (a == DL_NONE) return DL_NONE;
   DlShape b;
   if (!dl_shape_broadcast(&g->nodes[a].shape, &shape, &b) || !dl_shape_eq(&b, &shape)) {
     dl_error(g->cc, loc, "shape mismatch in 'expand': %s cannot broadcast to %s",
@@ -262,8 +253,7 @@ DlNodeId dl_expand(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape, bool mean) 
 }
 
 DlNodeId dl_reshape(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape) {
-  if (a == DL_NONE)
-    return DL_NONE;
+  if (a == DL_NONE) return DL_NONE;
   const DlShape *s = &g->nodes[a].shape;
   if (dl_shape_batch_dims(s) != dl_shape_batch_dims(&shape) ||
       dl_shape_numel(s, 1) != dl_shape_numel(&shape, 1)) {
@@ -275,8 +265,7 @@ DlNodeId dl_reshape(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape) {
 }
 
 DlNodeId dl_softmax(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a) {
-  if (a == DL_NONE)
-    return DL_NONE;
+  if (a == DL_NONE) return DL_NONE;
   if (g->nodes[a].shape.rank < 1) {
     dl_error(g->cc, loc, "'%s' needs at least one axis, got a scalar", dl_op_info[op].name);
     return DL_NONE;
@@ -285,8 +274,7 @@ DlNodeId dl_softmax(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a) {
 }
 
 DlNodeId dl_assign(DlGraph *g, DlLoc loc, DlNodeId param, DlNodeId value) {
-  if (param == DL_NONE || value == DL_NONE)
-    return DL_NONE;
+  if (param == DL_NONE || value == DL_NONE) return DL_NONE;
   if (g->nodes[param].op != DL_OP_PARAM ||
       !dl_shape_eq(&g->nodes[param].shape, &g->nodes[value].shape)) {
     dl_error(g->cc, loc, "internal error: bad assignment to node %d", param);
@@ -296,31 +284,34 @@ DlNodeId dl_assign(DlGraph *g, DlLoc loc, DlNodeId param, DlNodeId value) {
   return push_node(g, DL_OP_ASSIGN, loc, g->nodes[param].shape, 2, in);
 }
 
-DlNodeId dl_reduce_to(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape) {
-  if (a == DL_NONE)
-    return DL_NONE;
+/* Reduce a (a broadcast result) back to `shape` over the axes broadcasting
+ * added on the left or stretched from 1, with SUM or MEAN. */
+static DlNodeId reduce_to(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a, DlShape shape) {
+  if (a == DL_NONE) return DL_NONE;
   const DlShape s = g->nodes[a].shape;
-  if (dl_shape_eq(&s, &shape))
-    return a;
-  /* Axes that broadcasting added on the left, or stretched from 1. */
+  if (dl_shape_eq(&s, &shape)) return a;
   int lead = s.rank - shape.rank;
   uint32_t axes = 0;
   for (int i = 0; i < s.rank; i++) {
     int j = i - lead;
-    if (j < 0 || (shape.d[j] == 1 && s.d[i] != 1))
-      axes |= 1u << i;
+    if (j < 0 || (shape.d[j] == 1 && s.d[i] != 1)) axes |= 1u << i;
   }
   DlNodeId r = a;
-  if (axes)
-    r = dl_reduce(g, DL_OP_SUM, loc, a, axes, true);
-  if (r != DL_NONE && !dl_shape_eq(&g->nodes[r].shape, &shape))
-    r = dl_reshape(g, loc, r, shape);
+  if (axes) r = dl_reduce(g, op, loc, a, axes, true);
+  if (r != DL_NONE && !dl_shape_eq(&g->nodes[r].shape, &shape)) r = dl_reshape(g, loc, r, shape);
   return r;
 }
 
+DlNodeId dl_reduce_to(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape) {
+  return reduce_to(g, DL_OP_SUM, loc, a, shape);
+}
+
+DlNodeId dl_mean_to(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape) {
+  return reduce_to(g, DL_OP_MEAN, loc, a, shape);
+}
+
 void dl_node_set_name(DlGraph *g, DlNodeId id, const char *name) {
-  if (id != DL_NONE)
-    g->nodes[id].name = dl_arena_strdup(g->cc->arena, name);
+  if (id != DL_NONE) g->nodes[id].name = dl_arena_strdup(g->cc->arena, name);
 }
 
 /* ---- verifier ---- */
@@ -360,8 +351,7 @@ static void print_floats(FILE *out, const DlShape *s, int axis, const float *dat
   }
   fputc('[', out);
   for (int64_t i = 0; i < s->d[axis]; i++) {
-    if (i)
-      fputs(", ", out);
+    if (i) fputs(", ", out);
     print_floats(out, s, axis + 1, data, at);
   }
   fputc(']', out);
@@ -394,8 +384,7 @@ void dl_graph_print(const DlGraph *g, const bool *live, FILE *out) {
   fprintf(out, "graph %s {\n", g->name);
   char sbuf[128];
   for (DlNodeId id = 0; id < g->nnodes; id++) {
-    if (live && !live[id])
-      continue;
+    if (live && !live[id]) continue;
     const DlNode *nd = &g->nodes[id];
     fprintf(out, "  %%%d = %s", id, dl_op_info[nd->op].name);
     switch (nd->op) {
@@ -411,11 +400,29 @@ void dl_graph_print(const DlGraph *g, const bool *live, FILE *out) {
       else
         fprintf(out, "%g", nd->attr.konst.value);
       break;
-    case DL_OP_NEG: case DL_OP_EXP: case DL_OP_LOG: case DL_OP_SQRT: case DL_OP_TANH:
-    case DL_OP_SIGMOID: case DL_OP_RELU: case DL_OP_STEP: case DL_OP_ABS: case DL_OP_SIGN:
-    case DL_OP_ADD: case DL_OP_SUB: case DL_OP_MUL: case DL_OP_DIV: case DL_OP_POW:
-    case DL_OP_MATMUL: case DL_OP_SUM: case DL_OP_MEAN: case DL_OP_EXPAND: case DL_OP_RESHAPE:
-    case DL_OP_SOFTMAX: case DL_OP_LOG_SOFTMAX: case DL_OP_ASSIGN:
+    case DL_OP_NEG:
+    case DL_OP_EXP:
+    case DL_OP_LOG:
+    case DL_OP_SQRT:
+    case DL_OP_TANH:
+    case DL_OP_SIGMOID:
+    case DL_OP_RELU:
+    case DL_OP_STEP:
+    case DL_OP_ABS:
+    case DL_OP_SIGN:
+    case DL_OP_ADD:
+    case DL_OP_SUB:
+    case DL_OP_MUL:
+    case DL_OP_DIV:
+    case DL_OP_POW:
+    case DL_OP_MATMUL:
+    case DL_OP_SUM:
+    case DL_OP_MEAN:
+    case DL_OP_EXPAND:
+    case DL_OP_RESHAPE:
+    case DL_OP_SOFTMAX:
+    case DL_OP_LOG_SOFTMAX:
+    case DL_OP_ASSIGN:
       for (int i = 0; i < nd->nin; i++)
         fprintf(out, "%s %%%d", i ? "," : "", nd->in[i]);
       break;
@@ -433,18 +440,14 @@ void dl_graph_print(const DlGraph *g, const bool *live, FILE *out) {
         }
       fprintf(out, "]%s}", nd->attr.reduce.keepdim ? ", keepdim" : "");
     }
-    if (nd->op == DL_OP_EXPAND && nd->attr.expand.mean)
-      fputs(" {mean}", out);
+    if (nd->op == DL_OP_EXPAND && nd->attr.expand.mean) fputs(" {mean}", out);
     fprintf(out, " : f32%s", dl_shape_str(&nd->shape, sbuf, sizeof sbuf));
-    if (nd->op == DL_OP_PARAM)
-      print_init(out, nd);
-    if (nd->name && dl_op_info[nd->op].kind != DL_KIND_LEAF)
-      fprintf(out, "  # %s", nd->name);
+    if (nd->op == DL_OP_PARAM) print_init(out, nd);
+    if (nd->name && dl_op_info[nd->op].kind != DL_KIND_LEAF) fprintf(out, "  # %s", nd->name);
     fputc('\n', out);
   }
   if (g->output != DL_NONE && (!live || live[g->output]))
     fprintf(out, "  output %%%d\n", g->output);
-  if (g->loss != DL_NONE && (!live || live[g->loss]))
-    fprintf(out, "  loss %%%d\n", g->loss);
+  if (g->loss != DL_NONE && (!live || live[g->loss])) fprintf(out, "  loss %%%d\n", g->loss);
   fputs("}\n", out);
 }

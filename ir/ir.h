@@ -131,7 +131,9 @@ typedef struct DlGraph {
 } DlGraph;
 
 DlGraph *dl_graph_new(DlCompiler *cc, const char *name);
-static inline DlNode *dl_node(const DlGraph *g, DlNodeId id) { return &g->nodes[id]; }
+static inline DlNode *dl_node(const DlGraph *g, DlNodeId id) {
+  return &g->nodes[id];
+}
 
 /* ---- shapes ---- */
 DlShape dl_shape_make(int rank, const int64_t *dims);
@@ -167,6 +169,8 @@ DlNodeId dl_assign(DlGraph *g, DlLoc loc, DlNodeId param, DlNodeId value);
 /* Sum a (the gradient of a broadcast value) down to `shape`: the reverse of
  * broadcasting.  Returns a itself when the shapes already agree. */
 DlNodeId dl_reduce_to(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape);
+/* The same with the mean instead of the sum: the adjoint of a mean-expand. */
+DlNodeId dl_mean_to(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape);
 /* Give a node a (source) name, e.g. the variable it was assigned to. */
 void dl_node_set_name(DlGraph *g, DlNodeId id, const char *name);
 

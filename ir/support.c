@@ -19,11 +19,12 @@ struct DlArena {
 
 enum { DL_ARENA_CHUNK = 64 * 1024 };
 
-DlArena *dl_arena_new(void) { return calloc(1, sizeof(DlArena)); }
+DlArena *dl_arena_new(void) {
+  return calloc(1, sizeof(DlArena));
+}
 
 void dl_arena_free(DlArena *a) {
-  if (!a)
-    return;
+  if (!a) return;
   DlArenaChunk *c = a->head;
   while (c) {
     DlArenaChunk *next = c->next;
@@ -35,14 +36,12 @@ void dl_arena_free(DlArena *a) {
 
 void *dl_arena_alloc(DlArena *a, size_t size) {
   size = (size + 15) & ~(size_t)15;
-  if (size == 0)
-    size = 16;
+  if (size == 0) size = 16;
   DlArenaChunk *c = a->head;
   if (!c || c->cap - c->used < size) {
     size_t cap = size > DL_ARENA_CHUNK ? size : DL_ARENA_CHUNK;
     c = malloc(sizeof(DlArenaChunk) + cap);
-    if (!c)
-      abort(); /* out of memory: nothing sensible to report */
+    if (!c) abort(); /* out of memory: nothing sensible to report */
     c->cap = cap;
     c->used = 0;
     c->next = a->head;
@@ -61,7 +60,9 @@ char *dl_arena_strndup(DlArena *a, const char *s, size_t n) {
   return p;
 }
 
-char *dl_arena_strdup(DlArena *a, const char *s) { return dl_arena_strndup(a, s, strlen(s)); }
+char *dl_arena_strdup(DlArena *a, const char *s) {
+  return dl_arena_strndup(a, s, strlen(s));
+}
 
 char *dl_arena_vprintf(DlArena *a, const char *fmt, va_list ap) {
   va_list ap2;
@@ -85,16 +86,14 @@ char *dl_arena_printf(DlArena *a, const char *fmt, ...) {
 
 DlCompiler *dl_compiler_new(void) {
   DlCompiler *cc = calloc(1, sizeof(DlCompiler));
-  if (!cc)
-    return NULL;
+  if (!cc) return NULL;
   cc->arena = dl_arena_new();
   cc->max_errors = 20;
   return cc;
 }
 
 void dl_compiler_free(DlCompiler *cc) {
-  if (!cc)
-    return;
+  if (!cc) return;
   dl_arena_free(cc->arena);
   free(cc);
 }
@@ -109,19 +108,16 @@ const DlSource *dl_source_add(DlCompiler *cc, const char *path, const char *text
 }
 
 const DlSource *dl_source_find(const DlCompiler *cc, const char *path) {
-  if (!path)
-    return NULL;
+  if (!path) return NULL;
   /* Newest first: the REPL re-registers "<stdin>" for every line. */
   for (int i = cc->nsources - 1; i >= 0; i--)
-    if (strcmp(cc->sources[i].path, path) == 0)
-      return &cc->sources[i];
+    if (strcmp(cc->sources[i].path, path) == 0) return &cc->sources[i];
   return NULL;
 }
 
 const DlSource *dl_source_load(DlCompiler *cc, const char *path, DlLoc from) {
   const DlSource *known = dl_source_find(cc, path);
-  if (known)
-    return known;
+  if (known) return known;
   FILE *f = fopen(path, "rb");
   if (!f) {
     dl_error(cc, from, "cannot open '%s': %s", path, strerror(errno));
@@ -143,8 +139,7 @@ const DlSource *dl_source_load(DlCompiler *cc, const char *path, DlLoc from) {
     }
     size_t got = fread(buf + len, 1, cap - len, f);
     len += got;
-    if (got == 0)
-      break;
+    if (got == 0) break;
   }
   bool bad = ferror(f);
   fclose(f);
@@ -163,8 +158,7 @@ const DlSource *dl_source_load(DlCompiler *cc, const char *path, DlLoc from) {
 void dl_diag_v(DlCompiler *cc, DlSeverity sev, DlLoc loc, const char *fmt, va_list ap) {
   if (sev == DL_SEV_ERROR) {
     cc->nerrors++;
-    if (cc->nerrors > (cc->max_errors ? cc->max_errors : 20))
-      return;
+    if (cc->nerrors > (cc->max_errors ? cc->max_errors : 20)) return;
   } else if (cc->nerrors > (cc->max_errors ? cc->max_errors : 20)) {
     return; /* notes of suppressed errors */
   }
@@ -172,8 +166,7 @@ void dl_diag_v(DlCompiler *cc, DlSeverity sev, DlLoc loc, const char *fmt, va_li
   DlDiag *d = &cc->diags[cc->ndiags++];
   d->sev = sev;
   d->loc = loc;
-  if (loc.file)
-    d->loc.file = dl_arena_strdup(cc->arena, loc.file);
+  if (loc.file) d->loc.file = dl_arena_strdup(cc->arena, loc.file);
   d->msg = dl_arena_vprintf(cc->arena, fmt, ap);
 }
 
@@ -200,20 +193,15 @@ void dl_note(DlCompiler *cc, DlLoc loc, const char *fmt, ...) {
 
 static void render_source_line(const DlCompiler *cc, FILE *out, DlLoc loc, bool color) {
   const DlSource *src = dl_source_find(cc, loc.file);
-  if (!src || loc.line <= 0)
-    return;
+  if (!src || loc.line <= 0) return;
   const char *p = src->text, *end = src->text + src->len;
   for (int line = 1; line < loc.line && p < end; p++)
-    if (*p == '\n')
-      line++;
-  if (p >= end && loc.line > 1)
-    return;
+    if (*p == '\n') line++;
+  if (p >= end && loc.line > 1) return;
   const char *eol = memchr(p, '\n', (size_t)(end - p));
-  if (!eol)
-    eol = end;
+  if (!eol) eol = end;
   int len = (int)(eol - p);
-  if (len > 0 && p[len - 1] == '\r')
-    len--;
+  if (len > 0 && p[len - 1] == '\r') len--;
   fprintf(out, "%.*s\n", len, p);
   /* The caret line repeats tabs so it lines up under the source. */
   for (int i = 0; i < loc.col - 1 && i < len; i++)
@@ -226,8 +214,7 @@ void dl_diag_render(DlCompiler *cc, FILE *out, bool color) {
   static const char *const sev_colors[] = {"\033[1;31m", "\033[1;35m", "\033[1;36m"};
   for (int i = 0; i < cc->ndiags; i++) {
     const DlDiag *d = &cc->diags[i];
-    if (color)
-      fputs("\033[1m", out);
+    if (color) fputs("\033[1m", out);
     if (d->loc.file && d->loc.line > 0)
       fprintf(out, "%s:%d:%d: ", d->loc.file, d->loc.line, d->loc.col);
     else if (d->loc.file)

@@ -32,10 +32,9 @@ char *dl_arena_vprintf(DlArena *a, const char *fmt, va_list ap);
 #define DL_ARENA_GROW(arena, ptr, count, cap)                                                      \
   do {                                                                                             \
     if ((count) >= (cap)) {                                                                        \
-      int dl_newcap_ = (cap) ? (cap) * 2 : 16;                                                     \
+      int dl_newcap_ = (cap) ? (cap)*2 : 16;                                                       \
       void *dl_new_ = dl_arena_alloc((arena), sizeof(*(ptr)) * (size_t)dl_newcap_);                \
-      if ((count) > 0)                                                                             \
-        memcpy(dl_new_, (ptr), sizeof(*(ptr)) * (size_t)(count));                                  \
+      if ((count) > 0) memcpy(dl_new_, (ptr), sizeof(*(ptr)) * (size_t)(count));                   \
       (ptr) = dl_new_;                                                                             \
       (cap) = dl_newcap_;                                                                          \
     }                                                                                              \
@@ -92,13 +91,16 @@ const DlSource *dl_source_add(DlCompiler *cc, const char *path, const char *text
 const DlSource *dl_source_load(DlCompiler *cc, const char *path, DlLoc from);
 const DlSource *dl_source_find(const DlCompiler *cc, const char *path);
 
-void dl_error(DlCompiler *cc, DlLoc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void dl_error(DlCompiler *cc, DlLoc loc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void dl_warning(DlCompiler *cc, DlLoc loc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void dl_note(DlCompiler *cc, DlLoc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void dl_diag_v(DlCompiler *cc, DlSeverity sev, DlLoc loc, const char *fmt, va_list ap);
 
-static inline bool dl_failed(const DlCompiler *cc) { return cc->nerrors > 0; }
+static inline bool dl_failed(const DlCompiler *cc) {
+  return cc->nerrors > 0;
+}
 
 /* Print all diagnostics recorded so far, the way C compilers do:
  *   file:line:col: error: message

@@ -13,13 +13,12 @@
 
 typedef struct AdState {
   DlGraph *g;
-  DlNodeId *adj;   /* adjoint per forward node, DL_NONE if none yet */
-  bool *needs;     /* forward node depends on a parameter */
+  DlNodeId *adj; /* adjoint per forward node, DL_NONE if none yet */
+  bool *needs;   /* forward node depends on a parameter */
 } AdState;
 
 static void accumulate(AdState *st, DlNodeId target, DlNodeId contrib, DlLoc loc) {
-  if (contrib == DL_NONE || !st->needs[target])
-    return;
+  if (contrib == DL_NONE || !st->needs[target]) return;
   DlGraph *g = st->g;
   if (st->adj[target] == DL_NONE)
     st->adj[target] = contrib;
@@ -27,31 +26,11 @@ static void accumulate(AdState *st, DlNodeId target, DlNodeId contrib, DlLoc loc
     st->adj[target] = dl_binary(g, DL_OP_ADD, loc, st->adj[target], contrib);
 }
 
-/* The reverse of broadcasting for a mean-expand: average over the axes that
- * broadcasting stretched, instead of summing (see dl_reduce_to). */
-static DlNodeId mean_to(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape) {
-  DlShape s = g->nodes[a].shape;
-  if (dl_shape_eq(&s, &shape))
-    return a;
-  int lead = s.rank - shape.rank;
-  uint32_t axes = 0;
-  for (int i = 0; i < s.rank; i++) {
-    int j = i - lead;
-    if (j < 0 || (shape.d[j] == 1 && s.d[i] != 1))
-      axes |= 1u << i;
-  }
-  DlNodeId r = axes ? dl_reduce(g, DL_OP_MEAN, loc, a, axes, true) : a;
-  if (r != DL_NONE && !dl_shape_eq(&g->nodes[r].shape, &shape))
-    r = dl_reshape(g, loc, r, shape);
-  return r;
-}
-
 /* Shape of a reduction's result with keepdim, so the adjoint can broadcast. */
 static DlShape keepdim_shape(const DlShape *in, uint32_t axes) {
   DlShape s = *in;
   for (int i = 0; i < s.rank; i++)
-    if (axes & (1u << i))
-      s.d[i] = 1;
+    if (axes & (1u << i)) s.d[i] = 1;
   return s;
 }
 
@@ -71,9 +50,13 @@ static void backprop_node(AdState *st, DlNodeId id) {
 #define DIV(x, y) dl_binary(g, DL_OP_DIV, loc, (x), (y))
 
   switch (nd.op) {
-  case DL_OP_INPUT: case DL_OP_PARAM: case DL_OP_CONST: case DL_OP_HYPER: case DL_OP_ASSIGN:
-  case DL_OP_STEP: case DL_OP_SIGN: /* piecewise constant: zero gradient */
-    break;
+  case DL_OP_INPUT:
+  case DL_OP_PARAM:
+  case DL_OP_CONST:
+  case DL_OP_HYPER:
+  case DL_OP_ASSIGN:
+  case DL_OP_STEP:
+  case DL_OP_SIGN: /* piecewise constant: zero gradient */ break;
   case DL_OP_NEG: accumulate(st, a, dl_unary(g, DL_OP_NEG, loc, dy), loc); break;
   case DL_OP_EXP: accumulate(st, a, MUL(dy, id), loc); break;
   case DL_OP_LOG: accumulate(st, a, DIV(dy, a), loc); break;
@@ -123,7 +106,8 @@ static void backprop_node(AdState *st, DlNodeId id) {
     }
     break;
   }
-  case DL_OP_SUM: case DL_OP_MEAN: {
+  case DL_OP_SUM:
+  case DL_OP_MEAN: {
     DlShape ks = keepdim_shape(&sa, nd.attr.reduce.axes);
     DlNodeId k = dl_shape_eq(&g->nodes[dy].shape, &ks) ? dy : dl_reshape(g, loc, dy, ks);
     accumulate(st, a, dl_expand(g, loc, k, sa, nd.op == DL_OP_MEAN), loc);
@@ -131,7 +115,8 @@ static void backprop_node(AdState *st, DlNodeId id) {
   }
   case DL_OP_EXPAND:
     accumulate(st, a,
-               nd.attr.expand.mean ? mean_to(g, loc, dy, sa) : dl_reduce_to(g, loc, dy, sa), loc);
+               nd.attr.expand.mean ? dl_mean_to(g, loc, dy, sa) : dl_reduce_to(g, loc, dy, sa),
+               loc);
     break;
   case DL_OP_RESHAPE: accumulate(st, a, dl_reshape(g, loc, dy, sa), loc); break;
   case DL_OP_SOFTMAX: {
@@ -175,15 +160,13 @@ bool dl_autodiff(DlGraph *g) {
   if (st.needs[g->loss]) {
     st.adj[g->loss] = dl_const_scalar(g, g->nodes[g->loss].loc, 1.0);
     for (DlNodeId id = g->loss; id >= 0 && !dl_failed(cc); id--)
-      if (st.adj[id] != DL_NONE)
-        backprop_node(&st, id);
+      if (st.adj[id] != DL_NONE) backprop_node(&st, id);
   }
   g->grad = dl_arena_alloc(cc->arena, sizeof(DlNodeId) * (size_t)nfwd);
   g->ngrad = nfwd;
   for (int i = 0; i < nfwd; i++) {
     g->grad[i] = st.adj[i];
-    if (st.adj[i] != DL_NONE && g->nodes[i].op == DL_OP_PARAM &&
-        !g->nodes[st.adj[i]].name)
+    if (st.adj[i] != DL_NONE && g->nodes[i].op == DL_OP_PARAM && !g->nodes[st.adj[i]].name)
       dl_node_set_name(g, st.adj[i], dl_arena_printf(cc->arena, "d%s", g->nodes[i].name));
   }
   free(st.adj);
@@ -192,16 +175,13 @@ bool dl_autodiff(DlGraph *g) {
 }
 
 bool dl_append_sgd(DlGraph *g, double lr) {
-  if (!g->grad)
-    return false;
+  if (!g->grad) return false;
   int nparams = g->ngrad;
   DlNodeId hyper = DL_NONE;
   for (DlNodeId p = 0; p < nparams; p++) {
-    if (g->nodes[p].op != DL_OP_PARAM || g->grad[p] == DL_NONE)
-      continue;
+    if (g->nodes[p].op != DL_OP_PARAM || g->grad[p] == DL_NONE) continue;
     DlLoc loc = g->nodes[p].loc;
-    if (hyper == DL_NONE)
-      hyper = dl_hyper(g, loc, "lr", lr);
+    if (hyper == DL_NONE) hyper = dl_hyper(g, loc, "lr", lr);
     DlNodeId step = dl_binary(g, DL_OP_MUL, loc, hyper, g->grad[p]);
     DlNodeId upd = dl_binary(g, DL_OP_SUB, loc, p, step);
     dl_assign(g, loc, p, upd);

@@ -33,7 +33,7 @@ extern const char *const dl_entry_names[DL_ENTRY_COUNT]; /* "forward", "grad", "
 typedef struct DlEntry {
   DlNodeId *nodes; /* nodes computed by a kernel, in execution order */
   int nnodes;
-  bool present;    /* grad/train exist only when the model has a loss and params */
+  bool present; /* grad/train exist only when the model has a loss and params */
 } DlEntry;
 
 typedef struct DlProgram {
@@ -42,7 +42,7 @@ typedef struct DlProgram {
   int64_t *offset;   /* per node: offset in floats into mem, or -1 */
   int64_t *size;     /* per node: floats reserved at max_batch */
   int64_t mem_floats;
-  bool *live;        /* per node: used by some entry */
+  bool *live; /* per node: used by some entry */
   DlEntry entry[DL_ENTRY_COUNT];
 } DlProgram;
 

@@ -23,8 +23,7 @@ static bool has_kernel(const DlNode *nd) {
 }
 
 static void mark(const DlGraph *g, bool *reach, DlNodeId root) {
-  if (root == DL_NONE || reach[root])
-    return;
+  if (root == DL_NONE || reach[root]) return;
   /* Iterative: graphs of unrolled loops can be deep. */
   DlNodeId *stack = malloc(sizeof(DlNodeId) * (size_t)g->nnodes);
   int sp = 0;
@@ -49,17 +48,14 @@ static void build_entry(DlGraph *g, DlEntry *e, const bool *reach) {
     if (reach[id] && has_kernel(&g->nodes[id]) && g->nodes[id].op != DL_OP_ASSIGN)
       e->nodes[e->nnodes++] = id;
   for (DlNodeId id = 0; id < g->nnodes; id++)
-    if (reach[id] && g->nodes[id].op == DL_OP_ASSIGN)
-      e->nodes[e->nnodes++] = id;
+    if (reach[id] && g->nodes[id].op == DL_OP_ASSIGN) e->nodes[e->nnodes++] = id;
   e->present = true;
 }
 
 DlProgram *dl_plan(DlGraph *g, int64_t max_batch) {
   DlCompiler *cc = g->cc;
-  if (!dl_graph_verify(g))
-    return NULL;
-  if (max_batch < 1)
-    max_batch = 1;
+  if (!dl_graph_verify(g)) return NULL;
+  if (max_batch < 1) max_batch = 1;
   DlProgram *p = dl_arena_alloc(cc->arena, sizeof(DlProgram));
   int nn = g->nnodes;
   p->g = g;
@@ -71,8 +67,8 @@ DlProgram *dl_plan(DlGraph *g, int64_t max_batch) {
   bool *reach = calloc((size_t)nn + 1, sizeof(bool));
   bool has_params = false;
   for (DlNodeId id = 0; id < nn; id++)
-    has_params |= g->nodes[id].op == DL_OP_PARAM && g->grad && id < g->ngrad &&
-                  g->grad[id] != DL_NONE;
+    has_params |=
+        g->nodes[id].op == DL_OP_PARAM && g->grad && id < g->ngrad && g->grad[id] != DL_NONE;
 
   /* forward: prediction and loss */
   mark(g, reach, g->output);
@@ -86,8 +82,7 @@ DlProgram *dl_plan(DlGraph *g, int64_t max_batch) {
     memset(reach, 0, sizeof(bool) * (size_t)nn);
     mark(g, reach, g->loss);
     for (DlNodeId id = 0; id < g->ngrad; id++)
-      if (g->nodes[id].op == DL_OP_PARAM)
-        mark(g, reach, g->grad[id]);
+      if (g->nodes[id].op == DL_OP_PARAM) mark(g, reach, g->grad[id]);
     build_entry(g, &p->entry[DL_ENTRY_GRAD], reach);
     for (int i = 0; i < nn; i++)
       p->live[i] |= reach[i];
@@ -97,8 +92,7 @@ DlProgram *dl_plan(DlGraph *g, int64_t max_batch) {
     mark(g, reach, g->output);
     mark(g, reach, g->loss);
     for (DlNodeId id = 0; id < nn; id++)
-      if (g->nodes[id].op == DL_OP_ASSIGN)
-        mark(g, reach, id);
+      if (g->nodes[id].op == DL_OP_ASSIGN) mark(g, reach, id);
     build_entry(g, &p->entry[DL_ENTRY_TRAIN], reach);
     for (int i = 0; i < nn; i++)
       p->live[i] |= reach[i];
@@ -111,8 +105,7 @@ DlProgram *dl_plan(DlGraph *g, int64_t max_batch) {
     const DlNode *nd = &g->nodes[id];
     p->offset[id] = -1;
     bool state = nd->op == DL_OP_PARAM || nd->op == DL_OP_INPUT || nd->op == DL_OP_HYPER;
-    if (!p->live[id] && !state)
-      continue;
+    if (!p->live[id] && !state) continue;
     if (nd->op == DL_OP_RESHAPE || nd->op == DL_OP_ASSIGN) {
       p->offset[id] = p->offset[nd->in[0]];
       continue;

@@ -192,8 +192,8 @@ typedef struct DlrtTrainOptions {
 } DlrtTrainOptions;
 
 typedef struct DlrtEpochStats {
-  int64_t epoch; /* 1-based */
-  double loss;   /* mean of the per-batch losses weighted by batch rows */
+  int64_t epoch;   /* 1-based */
+  double loss;     /* mean of the per-batch losses weighted by batch rows */
   double accuracy; /* fraction correct, or NAN when it does not apply */
   double seconds;
 } DlrtEpochStats;

@@ -38,8 +38,7 @@ int cmd_emit(int argc, char **argv) {
   const char *kind = argv[1];
   int k = -1;
   for (int i = 0; i < (int)(sizeof kinds / sizeof kinds[0]); i++)
-    if (!strcmp(kind, kinds[i]))
-      k = i;
+    if (!strcmp(kind, kinds[i])) k = i;
   if (k < 0) {
     driver_error("unknown kind '%s' for 'dlcc emit': expected tokens, ast, ir, ir-grad, llvm, asm "
                  "or ptx",
@@ -51,8 +50,7 @@ int cmd_emit(int argc, char **argv) {
   DriverOptions o;
   int rc = parse_command_args(&o, argc - 1, argv + 1,
                               "-o --model --arch --batch --lr -O0 -O1 -O2 -O3", emit_help);
-  if (rc)
-    return rc == 2 ? 0 : 1;
+  if (rc) return rc == 2 ? 0 : 1;
 
   FILE *out = stdout;
   if (o.output && !(out = fopen(o.output, "w"))) {
@@ -72,24 +70,21 @@ int cmd_emit(int argc, char **argv) {
     }
     break;
   case 1: /* ast */
-    if (!session_parse(&s, &o))
-      goto done;
+    if (!session_parse(&s, &o)) goto done;
     dl_ast_print(s.ast, out);
     break;
   case 2: /* ir */
-    if (!session_lower(&s, &o))
-      goto done;
+    if (!session_lower(&s, &o)) goto done;
     dl_graph_print(s.graph, NULL, out);
     break;
   default: /* stages after planning */
-    if (!session_lower(&s, &o) || !session_plan(&s, &o, session_batch(&s, &o)))
-      goto done;
+    if (!session_lower(&s, &o) || !session_plan(&s, &o, session_batch(&s, &o))) goto done;
     if (k == 3) {
       dl_graph_print(s.graph, s.prog->live, out);
       break;
     }
     co.target = k == 6 ? DL_TARGET_NVPTX : DL_TARGET_CPU;
-    text = k == 4 ? dl_emit_llvm_ir(s.cc, s.prog, &co)
+    text = k == 4   ? dl_emit_llvm_ir(s.cc, s.prog, &co)
            : k == 5 ? dl_emit_asm(s.cc, s.prog, &co)
                     : dl_emit_ptx(s.cc, s.prog, &co);
     if (!text) {

@@ -30,8 +30,7 @@ static double rel_err(const double *ref, const double *got, int64_t n) {
     scale = fmax(scale, fabs(ref[i]));
   for (int64_t i = 0; i < n; i++) {
     double e = fabs(ref[i] - got[i]);
-    if (isnan(e))
-      return INFINITY;
+    if (isnan(e)) return INFINITY;
     worst = fmax(worst, e);
   }
   return worst / scale;
@@ -40,8 +39,7 @@ static double rel_err(const double *ref, const double *got, int64_t n) {
 int cmd_gradcheck(int argc, char **argv) {
   DriverOptions o;
   int rc = parse_command_args(&o, argc, argv, "--model --seed --batch --tol", gradcheck_help);
-  if (rc)
-    return rc == 2 ? 0 : 1;
+  if (rc) return rc == 2 ? 0 : 1;
   Session s = {0};
   DlrtDataset ds = {0};
   DlrtContext *ctx = NULL;
@@ -49,22 +47,18 @@ int cmd_gradcheck(int argc, char **argv) {
   double **leaf = NULL;
   int nleaf = 0;
   int status = 1;
-  if (!session_lower(&s, &o))
-    goto done;
+  if (!session_lower(&s, &o)) goto done;
   DlGraph *g = s.graph;
   if (g->loss == DL_NONE) {
     driver_error("model '%s' has no loss to differentiate", g->name);
     goto done;
   }
   bool have_data = s.train.present && s.train.data.kind != DL_DATA_NONE;
-  if (have_data && !session_load_train_data(&s, &ds))
-    goto done;
+  if (have_data && !session_load_train_data(&s, &ds)) goto done;
   int64_t n = o.batch > 0 ? o.batch : 4;
-  if (have_data && n > ds.nrows)
-    n = ds.nrows;
+  if (have_data && n > ds.nrows) n = ds.nrows;
   int nfwd = g->nnodes;
-  if (!session_plan(&s, &o, n) || !session_jit(&s, &o))
-    goto done;
+  if (!session_plan(&s, &o, n) || !session_jit(&s, &o)) goto done;
   if (!s.rt->grad) {
     driver_error("model '%s' has no parameters that affect its loss", g->name);
     goto done;
@@ -80,8 +74,7 @@ int cmd_gradcheck(int argc, char **argv) {
   /* Inputs: data rows, or seeded random values (targets uniform in (0, 1)). */
   for (int t = 0; t < s.rt->ntensors; t++) {
     const DlrtTensor *tt = &s.rt->tensors[t];
-    if (tt->role != DLRT_ROLE_INPUT && tt->role != DLRT_ROLE_TARGET)
-      continue;
+    if (tt->role != DLRT_ROLE_INPUT && tt->role != DLRT_ROLE_TARGET) continue;
     float *dst = dlrt_data(ctx, t);
     int64_t total = dlrt_numel(tt, n);
     const DlrtField *f = have_data ? dlrt_dataset_field(&ds, tt->name) : NULL;
@@ -98,8 +91,7 @@ int cmd_gradcheck(int argc, char **argv) {
   leaf = calloc((size_t)nleaf, sizeof(double *));
   for (DlNodeId id = 0; id < g->nnodes; id++) {
     const DlNode *nd = &g->nodes[id];
-    if (nd->op != DL_OP_INPUT && nd->op != DL_OP_PARAM && nd->op != DL_OP_HYPER)
-      continue;
+    if (nd->op != DL_OP_INPUT && nd->op != DL_OP_PARAM && nd->op != DL_OP_HYPER) continue;
     int64_t total = dl_shape_numel(&nd->shape, n);
     leaf[id] = malloc(sizeof(double) * (size_t)(total ? total : 1));
     const float *src = ctx->mem + s.prog->offset[id];
@@ -111,8 +103,7 @@ int cmd_gradcheck(int argc, char **argv) {
   DlNodeId *eval = malloc(sizeof(DlNodeId) * (size_t)g->nnodes);
   int neval = 0;
   for (DlNodeId id = 0; id < g->nnodes; id++)
-    if (g->nodes[id].op != DL_OP_ASSIGN)
-      eval[neval++] = id;
+    if (g->nodes[id].op != DL_OP_ASSIGN) eval[neval++] = id;
   dl_interp_run(&it, eval, neval);
   double loss_ref = it.values[g->loss][0];
 
@@ -127,8 +118,7 @@ int cmd_gradcheck(int argc, char **argv) {
 
   printf("gradcheck %s: batch %lld, seed %llu, tolerance %g\n", g->name, (long long)n,
          (unsigned long long)seed, o.tol);
-  printf("  loss: interpreter %.9g, jit %.9g, relative error %.2e\n", loss_ref, loss_jit,
-         loss_err);
+  printf("  loss: interpreter %.9g, jit %.9g, relative error %.2e\n", loss_ref, loss_jit, loss_err);
   printf("  %-16s %-14s %12s %14s %14s\n", "parameter", "shape", "max |grad|", "vs numeric",
          "jit vs exact");
   bool ok = loss_err <= o.tol;
@@ -136,8 +126,7 @@ int cmd_gradcheck(int argc, char **argv) {
   int nforward = g->loss + 1;
   for (DlNodeId p = 0; p < nfwd; p++) {
     const DlNode *nd = &g->nodes[p];
-    if (nd->op != DL_OP_PARAM)
-      continue;
+    if (nd->op != DL_OP_PARAM) continue;
     char sbuf[64];
     dl_shape_str(&nd->shape, sbuf, sizeof sbuf);
     int64_t total = dl_shape_numel(&nd->shape, 1);

@@ -38,8 +38,7 @@ static int on_epoch(void *user, const DlrtEpochStats *st) {
   r->last = *st;
   if (r->log) {
     fprintf(r->log, "{\"epoch\": %lld, \"loss\": %.9g", (long long)st->epoch, st->loss);
-    if (!isnan(st->accuracy))
-      fprintf(r->log, ", \"accuracy\": %.6g", st->accuracy);
+    if (!isnan(st->accuracy)) fprintf(r->log, ", \"accuracy\": %.6g", st->accuracy);
     fprintf(r->log, ", \"seconds\": %.6f}\n", st->seconds);
   }
   int64_t every = r->epochs > 20 ? r->epochs / 10 : 1;
@@ -47,8 +46,7 @@ static int on_epoch(void *user, const DlrtEpochStats *st) {
   if (show && !r->o->quiet) {
     printf("epoch %*lld/%lld  loss %.6f", r->epochs >= 1000 ? 5 : 3, (long long)st->epoch,
            (long long)r->epochs, st->loss);
-    if (!isnan(st->accuracy))
-      printf("  accuracy %6.2f%%", 100.0 * st->accuracy);
+    if (!isnan(st->accuracy)) printf("  accuracy %6.2f%%", 100.0 * st->accuracy);
     printf("  %.3fs\n", st->seconds);
     fflush(stdout);
   }
@@ -56,26 +54,24 @@ static int on_epoch(void *user, const DlrtEpochStats *st) {
 }
 
 static uint64_t session_seed(const Session *s, const DriverOptions *o) {
-  if (o->seed >= 0)
-    return (uint64_t)o->seed;
+  if (o->seed >= 0) return (uint64_t)o->seed;
   return s->train.present ? s->train.seed : 0;
 }
 
 int cmd_train(int argc, char **argv) {
   DriverOptions o;
-  int rc = parse_command_args(&o, argc, argv,
-                      "--model --epochs --lr --batch --seed --load --save --log --verbose -v "
-                      "--quiet -q -O0 -O1 -O2 -O3",
-                      train_help);
-  if (rc)
-    return rc == 2 ? 0 : 1;
+  int rc =
+      parse_command_args(&o, argc, argv,
+                         "--model --epochs --lr --batch --seed --load --save --log --verbose -v "
+                         "--quiet -q -O0 -O1 -O2 -O3",
+                         train_help);
+  if (rc) return rc == 2 ? 0 : 1;
   Session s = {0};
   DlrtDataset ds = {0};
   DlrtContext *ctx = NULL;
   FILE *log = NULL;
   int status = 1;
-  if (!session_lower(&s, &o))
-    goto done;
+  if (!session_lower(&s, &o)) goto done;
   if (!s.train.present) {
     driver_error("model '%s' has no train block (add 'train %s { ... }' to %s)", s.graph->name,
                  s.graph->name, o.file);
@@ -86,13 +82,10 @@ int cmd_train(int argc, char **argv) {
     driver_report(&s);
     goto done;
   }
-  if (!session_load_train_data(&s, &ds))
-    goto done;
+  if (!session_load_train_data(&s, &ds)) goto done;
   int64_t batch = session_batch(&s, &o);
-  if (batch > ds.nrows)
-    batch = ds.nrows;
-  if (!session_plan(&s, &o, batch) || !session_jit(&s, &o))
-    goto done;
+  if (batch > ds.nrows) batch = ds.nrows;
+  if (!session_plan(&s, &o, batch) || !session_jit(&s, &o)) goto done;
   DlrtError err = {{0}};
   if (dlrt_dataset_check(s.rt, &ds, true, &err) != 0) {
     dl_error(s.cc, s.train.data.loc, "%s", err.msg);
@@ -142,21 +135,18 @@ int cmd_train(int argc, char **argv) {
     goto done;
   }
   printf("final loss %.6f", loss);
-  if (!isnan(acc))
-    printf("  accuracy %.2f%%", 100.0 * acc);
+  if (!isnan(acc)) printf("  accuracy %.2f%%", 100.0 * acc);
   printf("  (on the training data)\n");
   if (o.save) {
     if (dlrt_save(ctx, o.save, &err) != 0) {
       driver_error("%s", err.msg);
       goto done;
     }
-    if (!o.quiet)
-      printf("saved %s\n", o.save);
+    if (!o.quiet) printf("saved %s\n", o.save);
   }
   status = 0;
 done:
-  if (log)
-    fclose(log);
+  if (log) fclose(log);
   dlrt_context_free(ctx);
   dlrt_dataset_free(&ds);
   session_free(&s);
@@ -187,17 +177,15 @@ static void print_named(const char *name, const float *data, int rank, const int
 
 int cmd_run(int argc, char **argv) {
   DriverOptions o;
-  int rc = parse_command_args(&o, argc, argv, "--model --load --input --seed --batch -O0 -O1 -O2 -O3",
-                      run_help);
-  if (rc)
-    return rc == 2 ? 0 : 1;
+  int rc = parse_command_args(&o, argc, argv,
+                              "--model --load --input --seed --batch -O0 -O1 -O2 -O3", run_help);
+  if (rc) return rc == 2 ? 0 : 1;
   Session s = {0};
   DlrtDataset ds = {0};
   DlrtContext *ctx = NULL;
   float *pred = NULL;
   int status = 1;
-  if (!session_lower(&s, &o))
-    goto done;
+  if (!session_lower(&s, &o)) goto done;
   DlGraph *g = s.graph;
   if (g->output == DL_NONE) {
     driver_error("model '%s' has no output to print", g->name);
@@ -209,19 +197,15 @@ int cmd_run(int argc, char **argv) {
   bool has_targets = false;
   if (has_inputs) {
     if (o.input) {
-      if (!session_load_input_csv(&s, o.input, &ds, &has_targets))
-        goto done;
+      if (!session_load_input_csv(&s, o.input, &ds, &has_targets)) goto done;
     } else {
-      if (!session_load_train_data(&s, &ds))
-        goto done;
+      if (!session_load_train_data(&s, &ds)) goto done;
       has_targets = true;
     }
   }
   int64_t batch = session_batch(&s, &o);
-  if (has_inputs && batch > ds.nrows)
-    batch = ds.nrows;
-  if (!session_plan(&s, &o, batch) || !session_jit(&s, &o))
-    goto done;
+  if (has_inputs && batch > ds.nrows) batch = ds.nrows;
+  if (!session_plan(&s, &o, batch) || !session_jit(&s, &o)) goto done;
   DlrtError err = {{0}};
   ctx = dlrt_context_new(s.rt, session_seed(&s, &o), &err);
   if (!ctx) {
@@ -245,8 +229,7 @@ int cmd_run(int argc, char **argv) {
     print_named(ot->name, dlrt_data(ctx, oi), ot->rank, dims);
     int li = dlrt_find_role(s.rt, DLRT_ROLE_LOSS);
     bool needs_targets = dlrt_find_role(s.rt, DLRT_ROLE_TARGET) >= 0;
-    if (li >= 0 && !needs_targets)
-      printf("loss = %.6g\n", (double)dlrt_data(ctx, li)[0]);
+    if (li >= 0 && !needs_targets) printf("loss = %.6g\n", (double)dlrt_data(ctx, li)[0]);
   } else {
     if (dlrt_dataset_check(s.rt, &ds, false, &err) != 0) {
       driver_error("%s", err.msg);
@@ -268,8 +251,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
       }
       printf("loss = %.6g\n", loss);
-      if (!isnan(acc))
-        printf("accuracy = %.2f%%\n", 100.0 * acc);
+      if (!isnan(acc)) printf("accuracy = %.2f%%\n", 100.0 * acc);
     }
   }
   status = 0;
@@ -301,10 +283,9 @@ static const char compile_help[] =
 
 int cmd_compile(int argc, char **argv) {
   DriverOptions o;
-  int rc = parse_command_args(&o, argc, argv, "-o --header --model --prefix --batch --lr -O0 -O1 -O2 -O3",
-                      compile_help);
-  if (rc)
-    return rc == 2 ? 0 : 1;
+  int rc = parse_command_args(
+      &o, argc, argv, "-o --header --model --prefix --batch --lr -O0 -O1 -O2 -O3", compile_help);
+  if (rc) return rc == 2 ? 0 : 1;
   if (!o.output) {
     driver_error("'dlcc compile' needs -o OUT.o");
     return 1;
@@ -312,8 +293,7 @@ int cmd_compile(int argc, char **argv) {
   Session s = {0};
   int status = 1;
   char *header_path = NULL;
-  if (!session_lower(&s, &o) || !session_plan(&s, &o, session_batch(&s, &o)))
-    goto done;
+  if (!session_lower(&s, &o) || !session_plan(&s, &o, session_batch(&s, &o))) goto done;
   DlCodegenOptions co = {.target = DL_TARGET_CPU, .opt_level = o.opt_level, .prefix = o.prefix};
   if (!dl_emit_object(s.cc, s.prog, &co, o.output)) {
     driver_report(&s);

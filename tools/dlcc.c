@@ -45,8 +45,7 @@ void options_init(DriverOptions *o) {
 static bool allowed_opt(const char *allowed, const char *name) {
   size_t n = strlen(name);
   for (const char *p = strstr(allowed, name); p; p = strstr(p + 1, name))
-    if ((p == allowed || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0))
-      return true;
+    if ((p == allowed || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return true;
   return false;
 }
 
@@ -55,8 +54,7 @@ static bool parse_int(const char *opt, const char *v, int64_t min, int64_t *out)
   errno = 0;
   long long x = strtoll(v, &end, 10);
   if (errno || *end || end == v || x < min) {
-    driver_error("invalid value '%s' for %s: expected an integer >= %lld", v, opt,
-                 (long long)min);
+    driver_error("invalid value '%s' for %s: expected an integer >= %lld", v, opt, (long long)min);
     return false;
   }
   *out = x;
@@ -77,8 +75,7 @@ static bool parse_double(const char *opt, const char *v, double *out) {
 
 int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const char *allowed) {
   const char *a = argv[i];
-  if (!allowed_opt(allowed, a))
-    return 0;
+  if (!allowed_opt(allowed, a)) return 0;
   /* Flags without a value. */
   if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
     o->quiet = true;
@@ -98,20 +95,28 @@ int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const ch
   }
   const char *v = argv[i + 1];
   int64_t x;
-  if (!strcmp(a, "--model")) o->model = v;
-  else if (!strcmp(a, "-o")) o->output = v;
-  else if (!strcmp(a, "--header")) o->header = v;
-  else if (!strcmp(a, "--save")) o->save = v;
-  else if (!strcmp(a, "--load")) o->load = v;
-  else if (!strcmp(a, "--log")) o->log = v;
-  else if (!strcmp(a, "--input")) o->input = v;
+  if (!strcmp(a, "--model"))
+    o->model = v;
+  else if (!strcmp(a, "-o"))
+    o->output = v;
+  else if (!strcmp(a, "--header"))
+    o->header = v;
+  else if (!strcmp(a, "--save"))
+    o->save = v;
+  else if (!strcmp(a, "--load"))
+    o->load = v;
+  else if (!strcmp(a, "--log"))
+    o->log = v;
+  else if (!strcmp(a, "--input"))
+    o->input = v;
   else if (!strcmp(a, "--arch")) {
     if (strcmp(v, "sm_80") && strcmp(v, "sm_86") && strcmp(v, "sm_89") && strcmp(v, "sm_90")) {
       driver_error("unsupported --arch '%s': expected sm_80, sm_86, sm_89 or sm_90", v);
       return -1;
     }
     o->arch = v;
-  } else if (!strcmp(a, "--prefix")) o->prefix = v;
+  } else if (!strcmp(a, "--prefix"))
+    o->prefix = v;
   else if (!strcmp(a, "--epochs")) {
     if (!parse_int(a, v, 1, &x)) return -1;
     o->epochs = x;
@@ -134,7 +139,7 @@ int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const ch
 /* Parse FILE and the options a command allows; prints help for --help.
  * Returns 0 to go on, 1 on a usage error, 2 when help was printed. */
 int parse_command_args(DriverOptions *o, int argc, char **argv, const char *allowed,
-                      const char *help) {
+                       const char *help) {
   options_init(o);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -143,15 +148,13 @@ int parse_command_args(DriverOptions *o, int argc, char **argv, const char *allo
       return 2;
     }
     int used = parse_common_option(o, argc, argv, i, allowed);
-    if (used < 0)
-      return 1;
+    if (used < 0) return 1;
     if (used > 0) {
       i += used - 1;
       continue;
     }
     if (a[0] == '-' && a[1]) {
-      driver_error("unknown option '%s' for 'dlcc %s' (see 'dlcc %s --help')", a, argv[0],
-                   argv[0]);
+      driver_error("unknown option '%s' for 'dlcc %s' (see 'dlcc %s --help')", a, argv[0], argv[0]);
       return 1;
     }
     if (o->file) {

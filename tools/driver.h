@@ -19,19 +19,19 @@
 typedef struct DriverOptions {
   const char *file;
   const char *model;
-  const char *output;     /* -o */
-  const char *header;     /* --header */
-  const char *save;       /* --save CKPT */
-  const char *load;       /* --load CKPT */
-  const char *log;        /* --log FILE.jsonl */
-  const char *input;      /* --input CSV */
-  const char *arch;       /* --arch sm_80 */
-  const char *prefix;     /* --prefix NAME */
-  int64_t epochs;         /* -1: from the train block */
-  double lr;              /* < 0: from the train block */
-  int64_t batch;          /* -1: from the train block */
-  int64_t seed;           /* -1: from the train block */
-  double tol;             /* gradcheck */
+  const char *output; /* -o */
+  const char *header; /* --header */
+  const char *save;   /* --save CKPT */
+  const char *load;   /* --load CKPT */
+  const char *log;    /* --log FILE.jsonl */
+  const char *input;  /* --input CSV */
+  const char *arch;   /* --arch sm_80 */
+  const char *prefix; /* --prefix NAME */
+  int64_t epochs;     /* -1: from the train block */
+  double lr;          /* < 0: from the train block */
+  int64_t batch;      /* -1: from the train block */
+  int64_t seed;       /* -1: from the train block */
+  double tol;         /* gradcheck */
   int opt_level;
   bool quiet;
   bool verbose;

@@ -12,14 +12,12 @@ static bool want_color(void) {
 }
 
 void driver_report(Session *s) {
-  if (s->cc)
-    dl_diag_render(s->cc, stderr, s->color);
+  if (s->cc) dl_diag_render(s->cc, stderr, s->color);
 }
 
 bool session_parse(Session *s, const DriverOptions *o) {
   s->color = want_color();
-  if (!s->cc)
-    s->cc = dl_compiler_new();
+  if (!s->cc) s->cc = dl_compiler_new();
   if (!o->file) {
     driver_error("no input file (see --help)");
     return false;
@@ -33,8 +31,7 @@ bool session_parse(Session *s, const DriverOptions *o) {
 }
 
 bool session_lower(Session *s, const DriverOptions *o) {
-  if (!session_parse(s, o))
-    return false;
+  if (!session_parse(s, o)) return false;
   s->graph = dl_lower(s->cc, s->ast, o->model, &s->train);
   if (!s->graph || dl_failed(s->cc)) {
     driver_report(s);
@@ -74,17 +71,14 @@ bool session_jit(Session *s, const DriverOptions *o) {
 }
 
 void session_free(Session *s) {
-  if (s->jit)
-    dl_jit_free(s->jit);
+  if (s->jit) dl_jit_free(s->jit);
   dl_compiler_free(s->cc);
   memset(s, 0, sizeof(*s));
 }
 
 int64_t session_batch(const Session *s, const DriverOptions *o) {
-  if (o->batch > 0)
-    return o->batch;
-  if (s->train.present && s->train.batch > 0)
-    return s->train.batch;
+  if (o->batch > 0) return o->batch;
+  if (s->train.present && s->train.batch > 0) return s->train.batch;
   return 32;
 }
 
@@ -143,13 +137,11 @@ bool session_load_input_csv(Session *s, const char *path, DlrtDataset *ds, bool 
   for (int role = DL_ROLE_INPUT; role <= DL_ROLE_TARGET; role++)
     for (int i = 0; i < g->nnodes && ncols < DL_MAX_DATA_FIELDS; i++) {
       const DlNode *nd = &g->nodes[i];
-      if (nd->op != DL_OP_INPUT || (int)nd->attr.input.role != role)
-        continue;
+      if (nd->op != DL_OP_INPUT || (int)nd->attr.input.role != role) continue;
       int w = (int)dl_shape_numel(&nd->shape, 1);
       cols[ncols++] = (DlrtCsvColumns){nd->name, col, w};
       col += w;
-      if (role == DL_ROLE_INPUT)
-        ninputs++;
+      if (role == DL_ROLE_INPUT) ninputs++;
     }
   DlrtError err = {{0}};
   /* Try inputs and targets; if the file is narrower, inputs alone. */
@@ -186,8 +178,7 @@ static void print_axis(FILE *out, const float *data, int rank, const int64_t *di
       fputs(", ...", out);
       i = n - 3;
     }
-    if (i)
-      fputs(axis == rank - 1 ? ", " : ",\n ", out);
+    if (i) fputs(axis == rank - 1 ? ", " : ",\n ", out);
     int64_t pos = *at + i * inner;
     print_axis(out, data, rank, dims, axis + 1, &pos, stride_elems);
   }

@@ -36,8 +36,7 @@ int main(int argc, char **argv) {
     *eq = 0;
     const DlrtStTensor *t = NULL;
     for (int i = 0; i < f.ntensors; i++)
-      if (!strcmp(f.tensors[i].name, spec))
-        t = &f.tensors[i];
+      if (!strcmp(f.tensors[i].name, spec)) t = &f.tensors[i];
     if (!t) {
       printf("%s: missing from %s\n", spec, argv[1]);
       bad++;
@@ -59,8 +58,7 @@ int main(int argc, char **argv) {
       bad += !ok;
     }
     if (k != t->numel) {
-      printf("%s: has %lld elements, %lld were listed\n", spec, (long long)t->numel,
-             (long long)k);
+      printf("%s: has %lld elements, %lld were listed\n", spec, (long long)t->numel, (long long)k);
       bad++;
     }
     free(spec);

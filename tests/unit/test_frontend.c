@@ -1,21 +1,12 @@
 /* test_frontend.c - unit tests of the frontend: parse strings with
  * dl_parse_string, lower them, and check the IR graph (ops, shapes, names,
  * output and loss), the train spec, and where errors are reported. */
+#include "check.h"
 #include "../../frontend/frontend.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int failures;
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                              \
-      failures++;                                                                                  \
-    }                                                                                              \
-  } while (0)
 
 /* Parse and lower `text`; NULL (and diagnostics left in cc) on error. */
 static DlGraph *lower_text(DlCompiler *cc, const char *text, const char *model, DlTrainSpec *t) {
@@ -339,8 +330,8 @@ int main(void) {
   test_errors();
   test_tokens();
   test_ast_print();
-  if (failures) {
-    printf("%d check(s) failed\n", failures);
+  if (check_failures) {
+    printf("%d check(s) failed\n", check_failures);
     return 1;
   }
   printf("all frontend tests passed\n");

@@ -1,22 +1,13 @@
 /* test_ir.c - unit tests of the IR core: arena, diagnostics, shapes, the
  * constructors' shape rules, the reference interpreter, autodiff and the
  * planner. */
+#include "check.h"
 #include "../../ir/ir.h"
 #include "../../passes/passes.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int failures;
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                              \
-      failures++;                                                                                  \
-    }                                                                                              \
-  } while (0)
 
 static DlShape shp(int rank, ...) {
   va_list ap;
@@ -111,8 +102,7 @@ static double eval_loss(DlGraph *g, DlNodeId loss, double **leaves, int64_t n) {
   DlInterp it;
   dl_interp_init(&it, g, n);
   for (int i = 0; i < g->nnodes; i++)
-    if (leaves[i])
-      it.values[i] = leaves[i];
+    if (leaves[i]) it.values[i] = leaves[i];
   DlNodeId *ids = malloc(sizeof(DlNodeId) * (size_t)(loss + 1));
   for (DlNodeId i = 0; i <= loss; i++)
     ids[i] = i;
@@ -129,8 +119,9 @@ static void test_autodiff(void) {
   DlNodeId x = dl_input(g, DL_NOLOC, "x", shp(2, DL_DIM_BATCH, (int64_t)3), DL_ROLE_INPUT);
   DlNodeId w = dl_param(g, DL_NOLOC, "W", shp(2, (int64_t)3, (int64_t)2), (DlInit){0});
   DlNodeId b = dl_param(g, DL_NOLOC, "b", shp(1, (int64_t)2), (DlInit){0});
-  DlNodeId h = dl_unary(g, DL_OP_TANH, DL_NOLOC,
-                        dl_binary(g, DL_OP_ADD, DL_NOLOC, dl_matmul(g, DL_NOLOC, x, w, false, false), b));
+  DlNodeId h =
+      dl_unary(g, DL_OP_TANH, DL_NOLOC,
+               dl_binary(g, DL_OP_ADD, DL_NOLOC, dl_matmul(g, DL_NOLOC, x, w, false, false), b));
   DlNodeId s = dl_softmax(g, DL_OP_LOG_SOFTMAX, DL_NOLOC, h);
   g->loss = dl_reduce(g, DL_OP_MEAN, DL_NOLOC, dl_binary(g, DL_OP_MUL, DL_NOLOC, s, h), 0, false);
   CHECK(!dl_failed(cc));
@@ -196,8 +187,8 @@ int main(void) {
   test_shape_errors();
   test_interp_matmul();
   test_autodiff();
-  if (failures) {
-    printf("%d checks failed\n", failures);
+  if (check_failures) {
+    printf("%d checks failed\n", check_failures);
     return 1;
   }
   printf("test_ir: all checks passed\n");

@@ -1,28 +1,11 @@
 /* test_runtime_context.c - contexts: table validation, constants,
  * hyperparameters, parameter initialisation, find/set/get, running entries. */
+#include "check.h"
 #include "dlrt.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                     \
-      fails++;                                                                                     \
-    }                                                                                              \
-  } while (0)
-
-/* The error message contains `want`. */
-#define CHECK_MSG(err, want)                                                                       \
-  do {                                                                                             \
-    if (!strstr((err).msg, (want))) {                                                              \
-      fprintf(stderr, "%s:%d: message '%s' does not contain '%s'\n", __FILE__, __LINE__,           \
-              (err).msg, (want));                                                                  \
-      fails++;                                                                                     \
-    }                                                                                              \
-  } while (0)
 
 #define N DLRT_DIM_BATCH
 
@@ -82,7 +65,7 @@ static void make_model(TestModel *m) {
 }
 
 static int test_validation(void) {
-  int fails = 0;
+  int check_failures = 0;
   TestModel m;
   DlrtError err = {{0}};
 
@@ -146,11 +129,11 @@ static int test_validation(void) {
   CHECK_MSG(err, "no program");
   /* A NULL error pointer is allowed. */
   CHECK(dlrt_context_new(NULL, 1, NULL) == NULL);
-  return fails;
+  return check_failures;
 }
 
 static int test_fill_and_init(void) {
-  int fails = 0;
+  int check_failures = 0;
   TestModel m;
   make_model(&m);
   DlrtError err = {{0}};
@@ -158,7 +141,7 @@ static int test_fill_and_init(void) {
   CHECK(ctx != NULL);
   if (!ctx) {
     fprintf(stderr, "context: %s\n", err.msg);
-    return fails;
+    return check_failures;
   }
   CHECK(((uintptr_t)ctx->mem & 63) == 0);
   CHECK(ctx->seed == 1234);
@@ -221,17 +204,17 @@ static int test_fill_and_init(void) {
   }
   dlrt_context_free(ctx);
   dlrt_context_free(NULL);
-  return fails;
+  return check_failures;
 }
 
 static int test_find_set_get(void) {
-  int fails = 0;
+  int check_failures = 0;
   TestModel m;
   make_model(&m);
   DlrtError err = {{0}};
   DlrtContext *ctx = dlrt_context_new(&m.prog, 1, &err);
   CHECK(ctx != NULL);
-  if (!ctx) return fails;
+  if (!ctx) return check_failures;
   CHECK(dlrt_find(&m.prog, "W", -1) == 1);
   CHECK(dlrt_find(&m.prog, "W", DLRT_ROLE_PARAM) == 1);
   CHECK(dlrt_find(&m.prog, "W", DLRT_ROLE_INPUT) == -1);
@@ -267,17 +250,17 @@ static int test_find_set_get(void) {
   CHECK(dlrt_set_hyper(ctx, "momentum", 1.0f, &err) == -1);
   CHECK_MSG(err, "no hyperparameter named 'momentum'");
   dlrt_context_free(ctx);
-  return fails;
+  return check_failures;
 }
 
 static int test_run(void) {
-  int fails = 0;
+  int check_failures = 0;
   TestModel m;
   make_model(&m);
   DlrtError err = {{0}};
   DlrtContext *ctx = dlrt_context_new(&m.prog, 1, &err);
   CHECK(ctx != NULL);
-  if (!ctx) return fails;
+  if (!ctx) return check_failures;
   CHECK(dlrt_run_forward(ctx, 3, &err) == 0);
   CHECK(ctx->mem[40] == 3.0f);
   CHECK(dlrt_run_train_step(ctx, 4, &err) == 0);
@@ -290,13 +273,13 @@ static int test_run(void) {
   CHECK(dlrt_run_grad(ctx, 1, &err) == -1);
   CHECK_MSG(err, "model 'test' has no grad entry point");
   dlrt_context_free(ctx);
-  return fails;
+  return check_failures;
 }
 
 int main(void) {
-  int fails = test_validation() + test_fill_and_init() + test_find_set_get() + test_run();
-  if (fails) {
-    fprintf(stderr, "test_runtime_context: %d check(s) failed\n", fails);
+  int check_failures = test_validation() + test_fill_and_init() + test_find_set_get() + test_run();
+  if (check_failures) {
+    fprintf(stderr, "test_runtime_context: %d check(s) failed\n", check_failures);
     return 1;
   }
   printf("test_runtime_context: ok\n");

@@ -4,29 +4,13 @@
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
+#include "check.h"
 #include "dlrt.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                     \
-      fails++;                                                                                     \
-    }                                                                                              \
-  } while (0)
-
-#define CHECK_MSG(err, want)                                                                       \
-  do {                                                                                             \
-    if (!strstr((err).msg, (want))) {                                                              \
-      fprintf(stderr, "%s:%d: message '%s' does not contain '%s'\n", __FILE__, __LINE__,           \
-              (err).msg, (want));                                                                  \
-      fails++;                                                                                     \
-    }                                                                                              \
-  } while (0)
 
 #define N DLRT_DIM_BATCH
 
@@ -66,7 +50,7 @@ static int load_text(const TempDir *d, const char *text, bool header, DlrtDatase
 }
 
 static int test_parse(const TempDir *d) {
-  int fails = 0;
+  int check_failures = 0;
   char path[4200];
   DlrtDataset ds;
   DlrtError err = {{0}};
@@ -97,11 +81,11 @@ static int test_parse(const TempDir *d) {
     CHECK(ds.fields[0].data[2] == 3.0f && ds.fields[1].data[1] == 1.0f);
   }
   dlrt_dataset_free(&ds);
-  return fails;
+  return check_failures;
 }
 
 static int test_errors(const TempDir *d) {
-  int fails = 0;
+  int check_failures = 0;
   char path[4200], want[4400];
   DlrtDataset ds;
   DlrtError err = {{0}};
@@ -157,11 +141,11 @@ static int test_errors(const TempDir *d) {
   CHECK_MSG(err, "field 'x' has an invalid column range (first 0, count 0)");
   CHECK(dlrt_csv_load(path, false, kXY, 0, &ds, &err) == -1);
   CHECK_MSG(err, "a csv selection needs 1 to 8 fields, got 0");
-  return fails;
+  return check_failures;
 }
 
 static int test_dataset(void) {
-  int fails = 0;
+  int check_failures = 0;
   DlrtDataset ds = {0};
   DlrtError err = {{0}};
   const float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, y[4] = {0, 1, 0, 1};
@@ -221,7 +205,7 @@ static int test_dataset(void) {
   CHECK_MSG(err, "is too long (at most 63 bytes)");
   dlrt_dataset_free(&ds);
   dlrt_dataset_free(NULL);
-  return fails;
+  return check_failures;
 }
 
 static void remove_dir(const TempDir *d) {
@@ -237,10 +221,10 @@ static void remove_dir(const TempDir *d) {
 int main(void) {
   TempDir d;
   temp_dir(&d);
-  int fails = test_parse(&d) + test_errors(&d) + test_dataset();
+  int check_failures = test_parse(&d) + test_errors(&d) + test_dataset();
   remove_dir(&d);
-  if (fails) {
-    fprintf(stderr, "test_runtime_data: %d check(s) failed\n", fails);
+  if (check_failures) {
+    fprintf(stderr, "test_runtime_data: %d check(s) failed\n", check_failures);
     return 1;
   }
   printf("test_runtime_data: ok\n");

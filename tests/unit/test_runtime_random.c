@@ -1,30 +1,23 @@
 /* test_runtime_random.c - the runtime's counter-based random numbers:
  * determinism, independence of seed/stream/counter, and distribution moments. */
+#include "check.h"
 #include "dlrt.h"
 
 #include <math.h>
 #include <stdio.h>
 
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                     \
-      fails++;                                                                                     \
-    }                                                                                              \
-  } while (0)
-
 static int test_hash(void) {
-  int fails = 0;
+  int check_failures = 0;
   /* The first output of splitmix64 seeded with 0: pins the documented mixing
    * function so that other implementations can reproduce it. */
   CHECK(dlrt_hash64(0) == UINT64_C(0xe220a8397b1dcdaf));
   CHECK(dlrt_hash64(1) != dlrt_hash64(2));
   CHECK(dlrt_hash64(12345) == dlrt_hash64(12345));
-  return fails;
+  return check_failures;
 }
 
 static int test_determinism(void) {
-  int fails = 0;
+  int check_failures = 0;
   for (uint64_t k = 0; k < 100; k++) {
     CHECK(dlrt_uniform01(42, 7, k) == dlrt_uniform01(42, 7, k));
     CHECK(dlrt_normal(42, 7, k) == dlrt_normal(42, 7, k));
@@ -42,11 +35,11 @@ static int test_determinism(void) {
   CHECK(same_counter == 0);
   /* Seed and stream are not interchangeable. */
   CHECK(dlrt_uniform01(1, 2, 0) != dlrt_uniform01(2, 1, 0));
-  return fails;
+  return check_failures;
 }
 
 static int test_uniform_moments(void) {
-  int fails = 0;
+  int check_failures = 0;
   const int count = 1000000;
   double sum = 0, sum_sq = 0, lag_sum = 0, prev = 0;
   int buckets[10] = {0};
@@ -74,11 +67,11 @@ static int test_uniform_moments(void) {
   CHECK(fabs(lag_sum / count / (1.0 / 12.0)) < 0.01);
   for (int b = 0; b < 10; b++)
     CHECK(fabs(buckets[b] - count / 10.0) < count / 10.0 * 0.02);
-  return fails;
+  return check_failures;
 }
 
 static int test_normal_moments(void) {
-  int fails = 0;
+  int check_failures = 0;
   const int count = 1000000;
   double sum = 0, sum_sq = 0, sum_4 = 0;
   int within_one = 0, not_finite = 0;
@@ -99,13 +92,14 @@ static int test_normal_moments(void) {
   CHECK(fabs(var - 1.0) < 0.01);
   CHECK(fabs(sum_4 / count - 3.0) < 0.05); /* kurtosis of a normal */
   CHECK(fabs((double)within_one / count - 0.682689) < 0.003);
-  return fails;
+  return check_failures;
 }
 
 int main(void) {
-  int fails = test_hash() + test_determinism() + test_uniform_moments() + test_normal_moments();
-  if (fails) {
-    fprintf(stderr, "test_runtime_random: %d check(s) failed\n", fails);
+  int check_failures =
+      test_hash() + test_determinism() + test_uniform_moments() + test_normal_moments();
+  if (check_failures) {
+    fprintf(stderr, "test_runtime_random: %d check(s) failed\n", check_failures);
     return 1;
   }
   printf("test_runtime_random: ok\n");

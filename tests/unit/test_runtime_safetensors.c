@@ -3,6 +3,7 @@
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
+#include "check.h"
 #include "dlrt.h"
 
 #include <dirent.h>
@@ -12,23 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                     \
-      fails++;                                                                                     \
-    }                                                                                              \
-  } while (0)
-
-#define CHECK_MSG(err, want)                                                                       \
-  do {                                                                                             \
-    if (!strstr((err).msg, (want))) {                                                              \
-      fprintf(stderr, "%s:%d: message '%s' does not contain '%s'\n", __FILE__, __LINE__,           \
-              (err).msg, (want));                                                                  \
-      fails++;                                                                                     \
-    }                                                                                              \
-  } while (0)
 
 /* ---- files ---- */
 
@@ -113,7 +97,7 @@ static void write_raw(const char *path, const char *header, size_t data_bytes) {
 /* ---- tests ---- */
 
 static int test_round_trip(const char *dir) {
-  int fails = 0;
+  int check_failures = 0;
   char path[4200];
   snprintf(path, sizeof path, "%s/ck.safetensors", dir);
   float w[6] = {1.0f, -2.5f, 3.0e-8f, INFINITY, -0.0f, 123456.789f};
@@ -181,11 +165,11 @@ static int test_round_trip(const char *dir) {
   CHECK(dlrt_safetensors_read(path, &file, &err) == 0);
   CHECK(file.ntensors == 0);
   dlrt_safetensors_free(&file);
-  return fails;
+  return check_failures;
 }
 
 static int test_write_errors(const char *dir) {
-  int fails = 0;
+  int check_failures = 0;
   char path[4200];
   float w[2] = {1, 2};
   DlrtError err = {{0}};
@@ -196,7 +180,7 @@ static int test_write_errors(const char *dir) {
   CHECK_MSG(err, "cannot create temporary file");
   CHECK_MSG(err, "No such file or directory");
 
-  /* The rename fails (the target is a non-empty directory): the temporary
+  /* The rename check_failures (the target is a non-empty directory): the temporary
    * file must not be left behind. */
   char sub[4200], inner[4300];
   snprintf(sub, sizeof sub, "%s/sub", dir);
@@ -225,13 +209,13 @@ static int test_write_errors(const char *dir) {
   CHECK(dlrt_safetensors_write(path, &wrong, 1, &err) == -1);
   CHECK_MSG(err, "not valid utf-8");
   CHECK(count_entries(dir, NULL, 0) == 0);
-  return fails;
+  return check_failures;
 }
 
 /* Every proper prefix of a valid file is rejected, and any single corrupted
  * byte is either rejected or read without harm (the sanitizers watch). */
 static int test_truncation_and_corruption(const char *dir) {
-  int fails = 0;
+  int check_failures = 0;
   char path[4200], cut[4200];
   snprintf(path, sizeof path, "%s/good.safetensors", dir);
   snprintf(cut, sizeof cut, "%s/cut.safetensors", dir);
@@ -245,7 +229,7 @@ static int test_truncation_and_corruption(const char *dir) {
   long len = 0;
   unsigned char *bytes = read_bytes(path, &len);
   CHECK(bytes != NULL);
-  if (!bytes) return fails;
+  if (!bytes) return check_failures;
   int accepted_prefixes = 0, messages_without_path = 0;
   for (long n = 0; n < len; n++) {
     write_bytes(cut, bytes, (size_t)n);
@@ -303,7 +287,7 @@ static int test_truncation_and_corruption(const char *dir) {
   free(bytes);
   unlink(path);
   unlink(cut);
-  return fails;
+  return check_failures;
 }
 
 typedef struct BadHeader {
@@ -313,7 +297,7 @@ typedef struct BadHeader {
 } BadHeader;
 
 static int test_malformed_headers(const char *dir) {
-  int fails = 0;
+  int check_failures = 0;
   char path[4200];
   snprintf(path, sizeof path, "%s/h.safetensors", dir);
   const BadHeader cases[] = {
@@ -380,12 +364,12 @@ static int test_malformed_headers(const char *dir) {
     err.msg[0] = '\0';
     if (dlrt_safetensors_read(path, &file, &err) == 0) {
       fprintf(stderr, "case %zu accepted: %s\n", c, cases[c].header);
-      fails++;
+      check_failures++;
       dlrt_safetensors_free(&file);
     } else if (!strstr(err.msg, cases[c].message) || !strstr(err.msg, path)) {
       fprintf(stderr, "case %zu: message '%s' does not contain '%s' and the path\n", c, err.msg,
               cases[c].message);
-      fails++;
+      check_failures++;
     }
   }
 
@@ -416,7 +400,7 @@ static int test_malformed_headers(const char *dir) {
   CHECK_MSG(err, "No such file or directory");
   CHECK(dlrt_safetensors_read(dir, &file, &err) == -1);
   unlink(path);
-  return fails;
+  return check_failures;
 }
 
 /* ---- a context's checkpoints ---- */
@@ -439,7 +423,7 @@ static DlrtProgram make_program(DlrtTensor *t, int count) {
 }
 
 static int test_save_load(const char *dir) {
-  int fails = 0;
+  int check_failures = 0;
   char path[4200];
   snprintf(path, sizeof path, "%s/mlp.safetensors", dir);
   DlrtTensor tensors[5] = {
@@ -475,7 +459,7 @@ static int test_save_load(const char *dir) {
   DlrtContext *saved = dlrt_context_new(&prog, 1, &err);
   DlrtContext *loaded = dlrt_context_new(&prog, 2, &err);
   CHECK(saved && loaded);
-  if (!saved || !loaded) return fails;
+  if (!saved || !loaded) return check_failures;
   CHECK(memcmp(saved->mem + 8, loaded->mem + 8, sizeof(float) * 13) != 0);
   CHECK(dlrt_save(saved, path, &err) == 0);
   CHECK(count_entries(dir, NULL, 0) == 1);
@@ -544,23 +528,23 @@ static int test_save_load(const char *dir) {
   dlrt_context_free(saved);
   dlrt_context_free(loaded);
   unlink(path);
-  return fails;
+  return check_failures;
 }
 
 int main(void) {
   char dir[4096];
   make_temp_dir(dir, sizeof dir);
-  int fails = 0;
-  fails += test_round_trip(dir);
+  int check_failures = 0;
+  check_failures += test_round_trip(dir);
   remove_tree(dir);
   make_temp_dir(dir, sizeof dir);
-  fails += test_write_errors(dir);
-  fails += test_truncation_and_corruption(dir);
-  fails += test_malformed_headers(dir);
-  fails += test_save_load(dir);
+  check_failures += test_write_errors(dir);
+  check_failures += test_truncation_and_corruption(dir);
+  check_failures += test_malformed_headers(dir);
+  check_failures += test_save_load(dir);
   remove_tree(dir);
-  if (fails) {
-    fprintf(stderr, "test_runtime_safetensors: %d check(s) failed\n", fails);
+  if (check_failures) {
+    fprintf(stderr, "test_runtime_safetensors: %d check(s) failed\n", check_failures);
     return 1;
   }
   printf("test_runtime_safetensors: ok\n");

@@ -2,28 +2,12 @@
  * accuracy rule, on a hand-written "compiled" program: linear regression
  * out = w*x + b with an MSE loss, whose entry points are the C functions
  * below (train_step does one step of SGD on w and b in mem). */
+#include "check.h"
 #include "dlrt.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                     \
-      fails++;                                                                                     \
-    }                                                                                              \
-  } while (0)
-
-#define CHECK_MSG(err, want)                                                                       \
-  do {                                                                                             \
-    if (!strstr((err).msg, (want))) {                                                              \
-      fprintf(stderr, "%s:%d: message '%s' does not contain '%s'\n", __FILE__, __LINE__,           \
-              (err).msg, (want));                                                                  \
-      fails++;                                                                                     \
-    }                                                                                              \
-  } while (0)
 
 #define N DLRT_DIM_BATCH
 #define MAX_BATCH 8
@@ -162,13 +146,13 @@ static void make_line(DlrtDataset *ds, int rows, float slope, float intercept) {
 }
 
 static int test_converges(void) {
-  int fails = 0;
+  int check_failures = 0;
   Model m;
   make_model(&m);
   DlrtError err = {{0}};
   DlrtContext *ctx = dlrt_context_new(&m.prog, 3, &err);
   CHECK(ctx != NULL);
-  if (!ctx) return fails;
+  if (!ctx) return check_failures;
   DlrtDataset ds;
   make_line(&ds, 20, 2.0f, 1.0f);
   DlrtTrainOptions opts = {.epochs = 300, .batch = 8, .seed = 11, .shuffle = true};
@@ -197,7 +181,7 @@ static int test_converges(void) {
   CHECK(dlrt_train(ctx, &ds, &opts, NULL, NULL, &err) == 0);
   dlrt_dataset_free(&ds);
   dlrt_context_free(ctx);
-  return fails;
+  return check_failures;
 }
 
 /* The steps of the log: n[s] and the x values, as counts and rows. */
@@ -224,13 +208,13 @@ static void read_log(DlrtContext *ctx, Steps *s) {
 /* Train a fresh context on rows x = 0..9 and return its log. */
 static int train_rows(uint64_t shuffle_seed, bool shuffle, int epochs, float lr, Steps *s,
                       float *w_after) {
-  int fails = 0;
+  int check_failures = 0;
   Model m;
   make_model(&m);
   DlrtError err = {{0}};
   DlrtContext *ctx = dlrt_context_new(&m.prog, 1, &err);
   CHECK(ctx != NULL);
-  if (!ctx) return fails;
+  if (!ctx) return check_failures;
   float x[10], y[10];
   for (int k = 0; k < 10; k++) {
     x[k] = (float)k;
@@ -246,16 +230,16 @@ static int train_rows(uint64_t shuffle_seed, bool shuffle, int epochs, float lr,
   CHECK(dlrt_get(ctx, "w", w_after, 1, &err) == 0);
   dlrt_dataset_free(&ds);
   dlrt_context_free(ctx);
-  return fails;
+  return check_failures;
 }
 
 static int test_batches_and_shuffle(void) {
-  int fails = 0;
+  int check_failures = 0;
   Steps s, again, other;
   float w = 0, w_again = 0, w_other = 0;
 
   /* In order: batches of 4, 4 and a last one of 2 rows, every epoch. */
-  fails += train_rows(0, false, 2, 0.0f, &s, &w);
+  check_failures += train_rows(0, false, 2, 0.0f, &s, &w);
   CHECK(s.count == 6);
   for (int step = 0; step < s.count; step++) {
     CHECK(s.n[step] == (step % 3 == 2 ? 2 : 4));
@@ -264,7 +248,7 @@ static int test_batches_and_shuffle(void) {
   }
 
   /* Shuffled: each epoch is a permutation of the rows, epochs differ. */
-  fails += train_rows(5, true, 3, 0.0f, &s, &w);
+  check_failures += train_rows(5, true, 3, 0.0f, &s, &w);
   CHECK(s.count == 9);
   bool identity_everywhere = true, epochs_equal = true;
   for (int epoch = 0; epoch < 3; epoch++) {
@@ -285,24 +269,24 @@ static int test_batches_and_shuffle(void) {
   CHECK(!epochs_equal);
 
   /* Same seed, same order and same result; another seed, another order. */
-  fails += train_rows(5, true, 3, 0.001f, &s, &w);
-  fails += train_rows(5, true, 3, 0.001f, &again, &w_again);
-  fails += train_rows(6, true, 3, 0.001f, &other, &w_other);
+  check_failures += train_rows(5, true, 3, 0.001f, &s, &w);
+  check_failures += train_rows(5, true, 3, 0.001f, &again, &w_again);
+  check_failures += train_rows(6, true, 3, 0.001f, &other, &w_other);
   CHECK(memcmp(&s, &again, sizeof s) == 0);
   CHECK(w == w_again);
   CHECK(memcmp(&s, &other, sizeof s) != 0);
   CHECK(w != w_other);
-  return fails;
+  return check_failures;
 }
 
 static int test_nan_and_stop(void) {
-  int fails = 0;
+  int check_failures = 0;
   Model m;
   make_model(&m);
   DlrtError err = {{0}};
   DlrtContext *ctx = dlrt_context_new(&m.prog, 1, &err);
   CHECK(ctx != NULL);
-  if (!ctx) return fails;
+  if (!ctx) return check_failures;
   DlrtDataset ds;
   make_line(&ds, 10, 2.0f, 1.0f);
   DlrtTrainOptions opts = {.epochs = 5, .batch = 4, .seed = 1, .shuffle = true};
@@ -330,17 +314,17 @@ static int test_nan_and_stop(void) {
   CHECK_MSG(err, "loss became inf at epoch ");
   dlrt_dataset_free(&ds);
   dlrt_context_free(ctx);
-  return fails;
+  return check_failures;
 }
 
 static int test_errors(void) {
-  int fails = 0;
+  int check_failures = 0;
   Model m;
   make_model(&m);
   DlrtError err = {{0}};
   DlrtContext *ctx = dlrt_context_new(&m.prog, 1, &err);
   CHECK(ctx != NULL);
-  if (!ctx) return fails;
+  if (!ctx) return check_failures;
   DlrtDataset ds;
   make_line(&ds, 10, 2.0f, 1.0f);
   DlrtTrainOptions opts = {.epochs = 1, .batch = 0};
@@ -433,17 +417,17 @@ static int test_errors(void) {
   }
   dlrt_context_free(ctx);
   dlrt_dataset_free(&ds);
-  return fails;
+  return check_failures;
 }
 
 static int test_epoch_stats_and_evaluate(void) {
-  int fails = 0;
+  int check_failures = 0;
   Model m;
   make_model(&m);
   DlrtError err = {{0}};
   DlrtContext *ctx = dlrt_context_new(&m.prog, 1, &err);
   CHECK(ctx != NULL);
-  if (!ctx) return fails;
+  if (!ctx) return check_failures;
   /* out = x: rows 0, 1, 3, 4, 6 are right, 2 and 5 are wrong. */
   const float x7[7] = {0.9f, 0.2f, 0.7f, 0.4f, 0.6f, 0.1f, 0.8f};
   const float y7[7] = {1, 0, 0, 0, 1, 1, 1};
@@ -491,17 +475,17 @@ static int test_epoch_stats_and_evaluate(void) {
   CHECK(fabs(e.loss[0] - want_loss) < 1e-6);
   dlrt_dataset_free(&ds);
   dlrt_context_free(ctx);
-  return fails;
+  return check_failures;
 }
 
 static int test_predict(void) {
-  int fails = 0;
+  int check_failures = 0;
   Model m;
   make_model(&m);
   DlrtError err = {{0}};
   DlrtContext *ctx = dlrt_context_new(&m.prog, 1, &err);
   CHECK(ctx != NULL);
-  if (!ctx) return fails;
+  if (!ctx) return check_failures;
   const float w = 3, b = -1;
   CHECK(dlrt_set(ctx, "w", &w, 1, &err) == 0 && dlrt_set(ctx, "b", &b, 1, &err) == 0);
   float x[11], out[11];
@@ -537,11 +521,11 @@ static int test_predict(void) {
   CHECK_MSG(err, "model 'linreg' has no output");
   dlrt_dataset_free(&ds);
   dlrt_context_free(ctx);
-  return fails;
+  return check_failures;
 }
 
 static int test_accuracy_rule(void) {
-  int fails = 0;
+  int check_failures = 0;
   const float pred1[4] = {0.9f, 0.4f, 0.6f, 0.5f}, target1[4] = {1, 0, 0, 1};
   CHECK(dlrt_accuracy(pred1, target1, 4, 1) == 0.5); /* 0.5 is not > 0.5 */
   const float pred3[9] = {0.1f, 0.7f, 0.2f, 0.5f, 0.5f, 0.0f, 0.3f, 0.3f, 0.4f};
@@ -553,14 +537,15 @@ static int test_accuracy_rule(void) {
   const float nan_pred[2] = {NAN, NAN}, onehot[2] = {1, 0};
   CHECK(dlrt_accuracy(nan_pred, onehot, 1, 2) == 0.0);
   CHECK(dlrt_accuracy(nan_pred, onehot, 2, 1) == 0.5); /* NaN > 0.5 is false */
-  return fails;
+  return check_failures;
 }
 
 int main(void) {
-  int fails = test_converges() + test_batches_and_shuffle() + test_nan_and_stop() + test_errors() +
-              test_epoch_stats_and_evaluate() + test_predict() + test_accuracy_rule();
-  if (fails) {
-    fprintf(stderr, "test_runtime_train: %d check(s) failed\n", fails);
+  int check_failures = test_converges() + test_batches_and_shuffle() + test_nan_and_stop() +
+                       test_errors() + test_epoch_stats_and_evaluate() + test_predict() +
+                       test_accuracy_rule();
+  if (check_failures) {
+    fprintf(stderr, "test_runtime_train: %d check(s) failed\n", check_failures);
     return 1;
   }
   printf("test_runtime_train: ok\n");

@@ -1,0 +1,29 @@
+/* check.h - the assertion macros the C unit tests share.  A failed check
+ * prints where and what, and the test's main returns nonzero at the end. */
+#ifndef DLCC_TEST_CHECK_H
+#define DLCC_TEST_CHECK_H
+
+#include <stdio.h>
+#include <string.h>
+
+static int check_failures __attribute__((unused));
+
+#define CHECK(cond)                                                                                \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                     \
+      check_failures++;                                                                            \
+    }                                                                                              \
+  } while (0)
+
+/* The error message (a struct with a msg member) contains `want`. */
+#define CHECK_MSG(err, want)                                                                       \
+  do {                                                                                             \
+    if (!strstr((err).msg, (want))) {                                                              \
+      fprintf(stderr, "%s:%d: message '%s' does not contain '%s'\n", __FILE__, __LINE__,           \
+              (err).msg, (want));                                                                  \
+      check_failures++;                                                                            \
+    }                                                                                              \
+  } while (0)
+
+#endif
