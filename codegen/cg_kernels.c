@@ -341,6 +341,9 @@ static LLVMValueRef map_value(CgFn *f, DlOp op, LLVMValueRef *x, LLVMValueRef sc
   case DL_OP_MUL: return f_mul(f, x[0], x[1]);
   case DL_OP_DIV: return f_div(f, x[0], x[1]);
   case DL_OP_POW: return m_pow(f, x[0], x[1]);
+  case DL_OP_MAXIMUM: return select_(f, fcmp(f, LLVMRealOGT, x[0], x[1]), x[0], x[1]);
+  case DL_OP_GT: return select_(f, fcmp(f, LLVMRealOGT, x[0], x[1]), one, zero);
+  case DL_OP_EQ: return select_(f, fcmp(f, LLVMRealOEQ, x[0], x[1]), one, zero);
   case DL_OP_EXPAND: return scale ? f_div(f, x[0], scale) : x[0];
   case DL_OP_RESHAPE:
   case DL_OP_ASSIGN: return x[0];
@@ -352,7 +355,23 @@ static LLVMValueRef map_value(CgFn *f, DlOp op, LLVMValueRef *x, LLVMValueRef sc
   case DL_OP_SUM:
   case DL_OP_MEAN:
   case DL_OP_SOFTMAX:
-  case DL_OP_LOG_SOFTMAX: break;
+  case DL_OP_LOG_SOFTMAX:
+  case DL_OP_MAX:
+  case DL_OP_PERMUTE:
+  case DL_OP_SLICE:
+  case DL_OP_PAD:
+  case DL_OP_CONCAT:
+  case DL_OP_GATHER:
+  case DL_OP_SCATTER_ADD:
+  case DL_OP_ONE_HOT:
+  case DL_OP_CONV2D:
+  case DL_OP_CONV2D_GRAD_INPUT:
+  case DL_OP_CONV2D_GRAD_FILTER:
+  case DL_OP_MAXPOOL2D:
+  case DL_OP_AVGPOOL2D:
+  case DL_OP_MAXPOOL2D_GRAD:
+  case DL_OP_AVGPOOL2D_GRAD:
+  case DL_OP_DROPOUT: break;
   }
   return NULL;
 }
@@ -927,6 +946,9 @@ bool cg_emit_kernel(Cg *cg, DlNodeId id) {
   case DL_OP_MUL:
   case DL_OP_DIV:
   case DL_OP_POW:
+  case DL_OP_MAXIMUM:
+  case DL_OP_GT:
+  case DL_OP_EQ:
   case DL_OP_EXPAND:
   case DL_OP_RESHAPE: /* a copy, used only where the plan did not make it a view */
   case DL_OP_ASSIGN:
@@ -946,6 +968,25 @@ bool cg_emit_kernel(Cg *cg, DlNodeId id) {
   case DL_OP_LOG_SOFTMAX:
     kernel_begin(cg, id, &f);
     ok = emit_softmax(&f);
+    break;
+  case DL_OP_MAX:
+  case DL_OP_PERMUTE:
+  case DL_OP_SLICE:
+  case DL_OP_PAD:
+  case DL_OP_CONCAT:
+  case DL_OP_GATHER:
+  case DL_OP_SCATTER_ADD:
+  case DL_OP_ONE_HOT:
+  case DL_OP_CONV2D:
+  case DL_OP_CONV2D_GRAD_INPUT:
+  case DL_OP_CONV2D_GRAD_FILTER:
+  case DL_OP_MAXPOOL2D:
+  case DL_OP_AVGPOOL2D:
+  case DL_OP_MAXPOOL2D_GRAD:
+  case DL_OP_AVGPOOL2D_GRAD:
+  case DL_OP_DROPOUT:
+    kernel_begin(cg, id, &f);
+    ok = internal(&f, "not implemented yet");
     break;
   }
   /* Close the function even after an error so the module stays well formed
