@@ -1206,7 +1206,13 @@ static void conv_cpu(CgFn *f, const ConvCtx *c) {
     LLVMValueRef args[3] = {load_f32(f, f->in[0], yo), wv, load_f32(f, f->out, xo)};
     store_f32(f, intrinsic(f, "llvm.fmuladd", cg->t_f32, args, 3), f->out, xo);
   } else {
-    slot_fma(f, acc, load_f32(f, f->in[0], xo), load_f32(f, f->in[1], yo));
+    /* A sum over a row: allowed to be reassociated so that it vectorises
+     * (partial sums per lane; the interpreter sums in order, and the two
+     * agree to float rounding). */
+    LLVMValueRef args[3] = {load_f32(f, f->in[0], xo), load_f32(f, f->in[1], yo), slot_get(f, acc)};
+    LLVMValueRef v = intrinsic(f, "llvm.fmuladd", cg->t_f32, args, 3);
+    LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc | LLVMFastMathAllowContract);
+    slot_set(f, acc, v);
   }
   loop_end(f, &lj, i64c(cg, 1));
   loop_end(f, &li, i64c(cg, 1));
