@@ -1,7 +1,7 @@
 /* cg_kernels.c - one LLVM function per kernel node: the per-op code generators.
  *
  * Every kernel has the signature
- *     void k(float *noalias out, const float *noalias in0[, in1], i64 n)
+ *     void k(float *noalias out, const float *noalias in0[, in1, in2], i64 n)
  * where n is the runtime batch size (the value of every N dimension).
  *
  * CPU kernels are loop nests over plain buffers, written so that LLVM's O3
@@ -14,9 +14,13 @@
  * elements i = ctaid.x*ntid.x + tid.x, i += nctaid.x*ntid.x, recovers the
  * multi-index by div/mod, and computes that element directly (matmul: a loop
  * over k; reductions: a loop over the reduced elements; softmax: the row's
- * max and sum recomputed).  Correctness first; tiling comes later.  The same
- * kernels can be built for the CPU (Cg.grid_kernels, see cg_testing.h), one
- * thread of one block, so that their logic is tested without a GPU.
+ * max and sum recomputed; the gradients of convolution and pooling: a loop
+ * over the outputs that read the element).  No kernel needs atomics or a
+ * barrier: where the CPU scatters (scatter_add, the gradients of pooling and
+ * convolution), the GPU kernel gathers instead.  Correctness first; tiling
+ * comes later.  The same kernels can be built for the CPU (Cg.grid_kernels,
+ * see cg_testing.h), one thread of one block, so that their logic is tested
+ * without a GPU.
  */
 #include "cg_internal.h"
 
