@@ -52,6 +52,10 @@ bool session_plan(Session *s, const DriverOptions *o, int64_t max_batch) {
       return false;
     }
   }
+  if (!o->no_simplify && !dl_simplify(g, &s->simplified)) {
+    driver_report(s);
+    return false;
+  }
   s->prog = dl_plan(g, max_batch);
   if (!s->prog || dl_failed(s->cc)) {
     driver_report(s);
