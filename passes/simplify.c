@@ -90,52 +90,25 @@ static DlNodeId identity(DlGraph *g, DlNodeId id) {
   DlNodeId a = nd->nin > 0 ? nd->in[0] : DL_NONE, b = nd->nin > 1 ? nd->in[1] : DL_NONE;
   /* x keeps the result's shape: replacing the node by x changes nothing. */
 #define SAME(x) dl_shape_eq(&g->nodes[x].shape, &nd->shape)
-  switch (nd->op) {
-  case DL_OP_ADD:
+  /* An if chain, not a switch: ops without identities need not be listed. */
+  if (nd->op == DL_OP_ADD) {
     if (const_all(g, b, 0) && SAME(a)) return a;
     if (const_all(g, a, 0) && SAME(b)) return b;
-    break;
-  case DL_OP_SUB:
+  } else if (nd->op == DL_OP_SUB) {
     if (const_all(g, b, 0) && SAME(a)) return a;
-    break;
-  case DL_OP_MUL:
+  } else if (nd->op == DL_OP_MUL) {
     if (const_all(g, b, 1) && SAME(a)) return a;
     if (const_all(g, a, 1) && SAME(b)) return b;
-    break;
-  case DL_OP_DIV:
-  case DL_OP_POW:
+  } else if (nd->op == DL_OP_DIV || nd->op == DL_OP_POW) {
     if (const_all(g, b, 1) && SAME(a)) return a;
-    break;
-  case DL_OP_NEG:
+  } else if (nd->op == DL_OP_NEG) {
     if (g->nodes[a].op == DL_OP_NEG) return g->nodes[a].in[0];
-    break;
-  case DL_OP_RESHAPE:
+  } else if (nd->op == DL_OP_RESHAPE) {
     while (g->nodes[a].op == DL_OP_RESHAPE)
       a = nd->in[0] = g->nodes[a].in[0];
     if (SAME(a)) return a;
-    break;
-  case DL_OP_EXPAND:
+  } else if (nd->op == DL_OP_EXPAND) {
     if (SAME(a)) return a; /* nothing broadcast: the mean factor is 1 */
-    break;
-  case DL_OP_INPUT:
-  case DL_OP_PARAM:
-  case DL_OP_CONST:
-  case DL_OP_HYPER:
-  case DL_OP_EXP:
-  case DL_OP_LOG:
-  case DL_OP_SQRT:
-  case DL_OP_TANH:
-  case DL_OP_SIGMOID:
-  case DL_OP_RELU:
-  case DL_OP_STEP:
-  case DL_OP_ABS:
-  case DL_OP_SIGN:
-  case DL_OP_MATMUL:
-  case DL_OP_SUM:
-  case DL_OP_MEAN:
-  case DL_OP_SOFTMAX:
-  case DL_OP_LOG_SOFTMAX:
-  case DL_OP_ASSIGN: break;
   }
 #undef SAME
   return DL_NONE;

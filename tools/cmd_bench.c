@@ -103,17 +103,7 @@ int cmd_bench(int argc, char **argv) {
     driver_error("%s", err.msg);
     goto done;
   }
-  /* Inputs N(0, 1), targets U(0, 1). */
-  for (int t = 0; t < s.rt->ntensors; t++) {
-    const DlrtTensor *tt = &s.rt->tensors[t];
-    if (tt->role != DLRT_ROLE_INPUT && tt->role != DLRT_ROLE_TARGET) continue;
-    float *dst = dlrt_data(ctx, t);
-    int64_t total = dlrt_numel(tt, n);
-    for (int64_t i = 0; i < total; i++)
-      dst[i] = tt->role == DLRT_ROLE_TARGET
-                   ? (float)dlrt_uniform01(seed, 1000 + (uint64_t)t, (uint64_t)i)
-                   : (float)dlrt_normal(seed, 1000 + (uint64_t)t, (uint64_t)i);
-  }
+  session_fill_inputs(&s, ctx, NULL, seed, n);
   int64_t steps = o.steps > 0 ? o.steps : 100;
   DlPlanStats st;
   dl_plan_stats(s.prog, &st);

@@ -74,6 +74,11 @@ bool session_load_train_data(Session *s, DlrtDataset *ds);
 /* Rows of a CSV whose columns are the model's inputs then (optionally) its
  * targets, in declaration order. */
 bool session_load_input_csv(Session *s, const char *path, DlrtDataset *ds, bool *has_targets);
+/* Fill the context's inputs and targets for a batch of n rows: the first
+ * rows of ds where it has the field (ds may be NULL), else seeded random
+ * values, N(0, 1) for inputs and U(0, 1) for targets. */
+void session_fill_inputs(Session *s, DlrtContext *ctx, const DlrtDataset *ds, uint64_t seed,
+                         int64_t n);
 /* The batch size the train block and flags ask for. */
 int64_t session_batch(const Session *s, const DriverOptions *o);
 
