@@ -29,7 +29,8 @@
 
 /* Operands of an iteration space: the output and the inputs, or (emit_points)
  * the output and one index per axis. */
-#define CG_MAX_OPS (1 + (DL_MAX_INPUTS > DL_MAX_RANK ? DL_MAX_INPUTS : DL_MAX_RANK))
+#define CG_MAX_OPS                                                                                 \
+  (3 + DL_KERNEL_MAX_OPERANDS > 1 + DL_MAX_RANK ? 3 + DL_KERNEL_MAX_OPERANDS : 1 + DL_MAX_RANK)
 
 /* ---- symbolic sizes ------------------------------------------------------ */
 
@@ -93,15 +94,26 @@ static bool broadcast_strides(const int64_t *in_d, const CgSym *in_st, int rin,
 
 typedef struct CgFn {
   Cg *cg;
-  const DlNode *node;
-  DlNodeId id;
+  int k;                /* the kernel's index in the program */
+  const DlKernel *kern; /* the kernel */
+  const DlNode *node;   /* its root (the node of an op kernel) */
+  DlNodeId id;          /* the root's id */
   LLVMValueRef fn;
   LLVMBasicBlockRef entry_bb;
-  LLVMValueRef n;   /* i64 batch size */
-  LLVMValueRef out; /* float* */
+  LLVMValueRef n;    /* i64 batch size */
+  LLVMValueRef pool; /* CPU: the runtime's thread pool (may be null), else NULL */
+  LLVMValueRef out;  /* float*: the root's buffer */
+  /* Op kernels: the root's inputs, in input order. */
   LLVMValueRef in[DL_MAX_INPUTS];
   const DlShape *in_shape[DL_MAX_INPUTS];
   int nin;
+  /* Every kernel: its operands (dl_kernel_operands) and where each is read
+   * from: a buffer, or (op_ptr NULL) a uniform constant folded into the code. */
+  int nops;
+  DlNodeId op_node[DL_KERNEL_MAX_OPERANDS];
+  LLVMValueRef op_ptr[DL_KERNEL_MAX_OPERANDS];
+  LLVMValueRef op_const[DL_KERNEL_MAX_OPERANDS];
+  bool op_ew[DL_KERNEL_MAX_OPERANDS]; /* read elementwise by a node of the kernel */
 } CgFn;
 
 static LLVMValueRef i64c(Cg *cg, int64_t v) {
@@ -495,57 +507,145 @@ static void emit_space(CgFn *f, const CgNest *nest, CgBody body, void *user) {
 }
 
 static bool internal(CgFn *f, const char *what) {
+  unsigned op = (unsigned)f->node->op;
   dl_error(f->cg->cc, f->node->loc, "internal error: cannot generate code for %s node %%%d: %s",
-           dl_op_info[f->node->op].name, (int)f->id, what);
+           op < (unsigned)DL_OP_COUNT ? dl_op_info[op].name : "?", (int)f->id, what);
   return false;
 }
 
-/* ---- elementwise kernels: unary, binary, expand, assign, reshape copy ---- */
+/* ---- fused kernels: the values of a kernel's nodes at one point ----------
+ *
+ * Map, reduce and matmul kernels evaluate their elementwise nodes at each
+ * point of one iteration space (the root's shape, a reduction's input shape,
+ * or the matmul's shape): an operand is loaded at its offset there
+ * (broadcast operands have stride 0), a node of the kernel is computed from
+ * its inputs' values, each value once per point. */
+
+/* Kernels never hold more than this many nodes (fusion stops there). */
+#define CG_MAX_FUSED DL_KERNEL_MAX_NODES
+
+typedef struct Fused {
+  /* Nest operand of each kernel operand's elementwise reads (0: not read). */
+  int op_nest[DL_KERNEL_MAX_OPERANDS];
+  LLVMValueRef scale[CG_MAX_FUSED]; /* per node of the kernel: EXPAND mean's divisor, else NULL */
+  /* Per point: */
+  LLVMValueRef *off;                           /* nest operand offsets */
+  LLVMValueRef memo[CG_MAX_FUSED];             /* per node of the kernel */
+  LLVMValueRef op_val[DL_KERNEL_MAX_OPERANDS]; /* per operand */
+} Fused;
+
+static int node_index(const DlKernel *kern, DlNodeId id) {
+  for (int i = 0; i < kern->nnodes; i++)
+    if (kern->nodes[i] == id) return i;
+  return -1;
+}
+
+static int operand_index(const CgFn *f, DlNodeId id) {
+  for (int i = 0; i < f->nops; i++)
+    if (f->op_node[i] == id) return i;
+  return -1;
+}
+
+/* The value of node id at the current point (fu->off). */
+static LLVMValueRef fused_value(CgFn *f, Fused *fu, DlNodeId id) {
+  int at = node_index(f->kern, id);
+  if (at < 0) {
+    int j = operand_index(f, id);
+    if (j < 0) {
+      internal(f, "a fused node reads a value that is neither computed nor an operand");
+      return f32c(f->cg, 0.0);
+    }
+    if (!fu->op_val[j])
+      fu->op_val[j] =
+          f->op_ptr[j] ? load_f32(f, f->op_ptr[j], fu->off[fu->op_nest[j]]) : f->op_const[j];
+    return fu->op_val[j];
+  }
+  if (fu->memo[at]) return fu->memo[at];
+  const DlNode *nd = dl_node(f->cg->g, id);
+  LLVMValueRef x[DL_MAX_INPUTS] = {NULL};
+  int first = nd->op == DL_OP_ASSIGN ? 1 : 0;
+  for (int i = first; i < nd->nin; i++)
+    x[i - first] = fused_value(f, fu, nd->in[i]);
+  LLVMValueRef v = map_value(f, nd->op, x, fu->scale[at]);
+  if (!v) {
+    internal(f, "not an elementwise op");
+    v = f32c(f->cg, 0.0);
+  }
+  return fu->memo[at] = v;
+}
+
+static void fused_point(Fused *fu, LLVMValueRef *off) {
+  fu->off = off;
+  memset(fu->memo, 0, sizeof fu->memo);
+  memset(fu->op_val, 0, sizeof fu->op_val);
+}
+
+/* Divisors of the kernel's EXPAND-mean nodes, computed once before the loops. */
+static void fused_scales(CgFn *f, Fused *fu) {
+  for (int i = 0; i < f->kern->nnodes; i++) {
+    const DlNode *nd = dl_node(f->cg->g, f->kern->nodes[i]);
+    fu->scale[i] = NULL;
+    if (nd->op != DL_OP_EXPAND || !nd->attr.expand.mean) continue;
+    const DlShape *from = &dl_node(f->cg->g, nd->in[0])->shape;
+    LLVMValueRef factor = LLVMBuildSDiv(f->cg->b, sym_value(f, shape_numel(&nd->shape)),
+                                        sym_value(f, shape_numel(from)), "");
+    fu->scale[i] = LLVMBuildSIToFP(f->cg->b, factor, f->cg->t_f32, "");
+  }
+}
+
+/* The operands read elementwise become nest operands from `first` on, each
+ * with its broadcast strides over `space`.  False if one does not broadcast. */
+static bool fused_operands(CgFn *f, Fused *fu, const DlShape *space, CgNest *nest, int first) {
+  nest->nops = first;
+  for (int j = 0; j < f->nops; j++) {
+    fu->op_nest[j] = 0;
+    if (!f->op_ptr[j] || !f->op_ew[j]) continue;
+    const DlShape *s = &dl_node(f->cg->g, f->op_node[j])->shape;
+    CgSym st[DL_MAX_RANK];
+    contiguous_strides(s, st);
+    if (!broadcast_strides(s->d, st, s->rank, space->d, space->rank, nest->stride[nest->nops]))
+      return internal(f, "an operand does not broadcast to the kernel's shape");
+    fu->op_nest[j] = nest->nops++;
+  }
+  return true;
+}
+
+/* The value a map kernel stores: its root's, or an ASSIGN's value. */
+static LLVMValueRef fused_root_value(CgFn *f, Fused *fu) {
+  const DlNode *root = f->node;
+  return root->op == DL_OP_ASSIGN ? fused_value(f, fu, root->in[1]) : fused_value(f, fu, f->id);
+}
+
+/* ---- map kernels: elementwise chains, assign, and matmul epilogues ---------- */
 
 typedef struct MapCtx {
-  DlOp op;
-  int nin;
-  LLVMValueRef scale;
+  Fused fu;
+  DlNodeId anchor; /* MATMUL epilogue: the matmul, whose value is already in out */
 } MapCtx;
 
 static void map_body(CgFn *f, LLVMValueRef *off, void *user) {
   MapCtx *m = user;
-  LLVMValueRef x[DL_MAX_INPUTS] = {NULL};
-  for (int i = 0; i < m->nin; i++)
-    x[i] = load_f32(f, f->in[i], off[1 + i]);
-  LLVMValueRef y = map_value(f, m->op, x, m->scale);
-  if (y)
-    store_f32(f, y, f->out, off[0]);
-  else
-    internal(f, "not an elementwise op");
+  fused_point(&m->fu, off);
+  if (m->anchor != DL_NONE)
+    m->fu.memo[node_index(f->kern, m->anchor)] = load_f32(f, f->out, off[0]);
+  store_f32(f, fused_root_value(f, &m->fu), f->out, off[0]);
+}
+
+/* The nest of a map over the root's shape: out and the operands. */
+static bool map_nest(CgFn *f, MapCtx *m, CgNest *nest) {
+  const DlShape *s = &f->node->shape;
+  nest->rank = s->rank;
+  for (int d = 0; d < s->rank; d++)
+    nest->dim[d] = sym_dim(s->d[d]);
+  contiguous_strides(s, nest->stride[0]);
+  return fused_operands(f, &m->fu, s, nest, 1);
 }
 
 static bool emit_map(CgFn *f) {
-  const DlNode *nd = f->node;
-  CgNest nest = {.rank = nd->shape.rank, .nops = 1 + f->nin};
-  for (int d = 0; d < nd->shape.rank; d++)
-    nest.dim[d] = sym_dim(nd->shape.d[d]);
-  contiguous_strides(&nd->shape, nest.stride[0]);
-  if (nd->op == DL_OP_RESHAPE) {
-    /* Same elements in the same order: a flat copy. */
-    nest.rank = 1;
-    nest.dim[0] = shape_numel(&nd->shape);
-    nest.stride[0][0] = nest.stride[1][0] = sym_const(1);
-  } else {
-    for (int i = 0; i < f->nin; i++) {
-      CgSym in_st[DL_MAX_RANK];
-      contiguous_strides(f->in_shape[i], in_st);
-      if (!broadcast_strides(f->in_shape[i]->d, in_st, f->in_shape[i]->rank, nd->shape.d,
-                             nd->shape.rank, nest.stride[1 + i]))
-        return internal(f, "input shape does not broadcast to the output shape");
-    }
-  }
-  MapCtx m = {.op = nd->op, .nin = f->nin, .scale = NULL};
-  if (nd->op == DL_OP_EXPAND && nd->attr.expand.mean) {
-    LLVMValueRef factor = LLVMBuildSDiv(f->cg->b, sym_value(f, shape_numel(&nd->shape)),
-                                        sym_value(f, shape_numel(f->in_shape[0])), "");
-    m.scale = LLVMBuildSIToFP(f->cg->b, factor, f->cg->t_f32, "");
-  }
+  MapCtx m = {.anchor = DL_NONE};
+  fused_scales(f, &m.fu);
+  CgNest nest;
+  if (!map_nest(f, &m, &nest)) return false;
   emit_space(f, &nest, map_body, &m);
   return true;
 }
@@ -556,6 +656,8 @@ typedef struct MatmulCtx {
   CgSym m, k, p;            /* out [.., M, P] = a [.., M, K] @ b [.., K, P] */
   CgSym a_i, a_k, b_k, b_j; /* element strides of a and b along i, k, j */
   bool ta, tb;
+  LLVMValueRef a, b; /* the operands' pointers */
+  MapCtx epi;        /* GPU: the epilogue, evaluated per element */
 } MatmulCtx;
 
 /* CPU, one matrix of the batch: i-k-j, so that the innermost loop streams a
@@ -572,11 +674,11 @@ static void matmul_cpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   store_f32(f, f32c(cg, 0.0), f->out, idx_add(f, orow, jz));
   loop_end(f, &lz, i64c(cg, 1));
   LLVMValueRef kk = loop_begin(f, &lk, i64c(cg, 0), k, "k");
-  LLVMValueRef aik = load_f32(f, f->in[0], idx_add(f, arow, idx_mul(f, kk, sym_value(f, c->a_k))));
+  LLVMValueRef aik = load_f32(f, c->a, idx_add(f, arow, idx_mul(f, kk, sym_value(f, c->a_k))));
   LLVMValueRef brow = idx_add(f, off[2], idx_mul(f, kk, sym_value(f, c->b_k)));
   LLVMValueRef j = loop_begin(f, &lj, i64c(cg, 0), p, "j");
   LLVMValueRef o = idx_add(f, orow, j);
-  LLVMValueRef bkj = load_f32(f, f->in[1], idx_add(f, brow, idx_mul(f, j, sym_value(f, c->b_j))));
+  LLVMValueRef bkj = load_f32(f, c->b, idx_add(f, brow, idx_mul(f, j, sym_value(f, c->b_j))));
   /* b's element first: with a[i,k] as the first operand, the SLP vectoriser
    * of LLVM 19 mixes up the operand order of a fully unrolled row and builds
    * shuffles instead of a broadcast. */
@@ -587,16 +689,27 @@ static void matmul_cpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   loop_end(f, &li, i64c(cg, 1));
 }
 
-/* CPU, one matrix of the batch: the packed GEMM of cg_gemm.c. */
+static int64_t sym_at(CgSym s, int64_t n) {
+  int64_t v = s.c;
+  for (int i = 0; i < s.k; i++)
+    v *= n;
+  return v;
+}
+
+/* CPU, one matrix of the batch: the packed GEMM of cg_gemm.c, which may
+ * share the product between threads when it can be large enough at the
+ * largest batch. */
 static void matmul_gemm_body(CgFn *f, LLVMValueRef *off, void *user) {
   MatmulCtx *c = user;
-  cg_gemm_call(f->cg, c->ta, c->tb, elem_ptr(f, f->out, off[0]), elem_ptr(f, f->in[0], off[1]),
-               elem_ptr(f, f->in[1], off[2]), sym_value(f, c->m), sym_value(f, c->k),
-               sym_value(f, c->p));
+  int64_t n = f->cg->prog->max_batch;
+  int64_t macs = sym_at(c->m, n) * sym_at(c->k, n) * sym_at(c->p, n);
+  cg_gemm_call(f->cg, c->ta, c->tb, elem_ptr(f, f->out, off[0]), elem_ptr(f, c->a, off[1]),
+               elem_ptr(f, c->b, off[2]), sym_value(f, c->m), sym_value(f, c->k),
+               sym_value(f, c->p), macs >= CG_GEMM_PARALLEL_MACS ? f->pool : NULL);
 }
 
 /* NVPTX, one output element: its offsets in a and b are the starts of row i
- * and column j; a dot product over k. */
+ * and column j; a dot product over k, then the epilogue. */
 static void matmul_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   MatmulCtx *c = user;
   Cg *cg = f->cg;
@@ -604,31 +717,56 @@ static void matmul_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   slot_set(f, acc, f32c(cg, 0.0));
   CgLoop lk;
   LLVMValueRef kk = loop_begin(f, &lk, i64c(cg, 0), sym_value(f, c->k), "k");
-  LLVMValueRef a = load_f32(f, f->in[0], idx_add(f, off[1], idx_mul(f, kk, sym_value(f, c->a_k))));
-  LLVMValueRef b = load_f32(f, f->in[1], idx_add(f, off[2], idx_mul(f, kk, sym_value(f, c->b_k))));
+  LLVMValueRef a = load_f32(f, c->a, idx_add(f, off[1], idx_mul(f, kk, sym_value(f, c->a_k))));
+  LLVMValueRef b = load_f32(f, c->b, idx_add(f, off[2], idx_mul(f, kk, sym_value(f, c->b_k))));
   LLVMValueRef args[3] = {a, b, slot_get(f, acc)};
   slot_set(f, acc, intrinsic(f, "llvm.fmuladd", cg->t_f32, args, 3));
   loop_end(f, &lk, i64c(cg, 1));
-  store_f32(f, slot_get(f, acc), f->out, off[0]);
+  Fused *fu = &c->epi.fu;
+  fused_point(fu, off);
+  fu->memo[node_index(f->kern, c->epi.anchor)] = slot_get(f, acc);
+  store_f32(f, fused_root_value(f, fu), f->out, off[0]);
+}
+
+/* The pointer of operand node id (matmul operands are always in memory). */
+static LLVMValueRef operand_ptr(CgFn *f, DlNodeId id) {
+  int j = operand_index(f, id);
+  if (j < 0 || !f->op_ptr[j]) {
+    internal(f, "an operand of the matmul has no buffer");
+    return LLVMGetUndef(f->cg->t_ptr);
+  }
+  return f->op_ptr[j];
 }
 
 static bool emit_matmul(CgFn *f) {
-  const DlNode *nd = f->node;
-  const DlShape *sa = f->in_shape[0], *sb = f->in_shape[1], *so = &nd->shape;
+  const DlKernel *kern = f->kern;
+  DlNodeId mm = DL_NONE;
+  for (int i = 0; i < kern->nnodes; i++)
+    if (dl_node(f->cg->g, kern->nodes[i])->op == DL_OP_MATMUL) mm = kern->nodes[i];
+  if (mm == DL_NONE) return internal(f, "a matmul kernel without its matmul");
+  const DlNode *nd = dl_node(f->cg->g, mm);
+  const DlShape *sa = &dl_node(f->cg->g, nd->in[0])->shape;
+  const DlShape *sb = &dl_node(f->cg->g, nd->in[1])->shape, *so = &nd->shape;
   bool ta = nd->attr.matmul.ta, tb = nd->attr.matmul.tb;
   if (sa->rank < 2 || sb->rank < 2 || so->rank < 2)
     return internal(f, "matmul operands and result must have rank 2 or more");
+  if (!dl_shape_eq(so, &f->node->shape))
+    return internal(f, "a matmul's epilogue must keep the matmul's shape");
   int ra = sa->rank, rb = sb->rank, ro = so->rank;
   int64_t m = so->d[ro - 2], p = so->d[ro - 1];
   int64_t am = ta ? sa->d[ra - 1] : sa->d[ra - 2], k = ta ? sa->d[ra - 2] : sa->d[ra - 1];
   int64_t bk = tb ? sb->d[rb - 1] : sb->d[rb - 2], bp = tb ? sb->d[rb - 2] : sb->d[rb - 1];
   if (am != m || bk != k || bp != p) return internal(f, "matmul shapes do not agree");
   MatmulCtx c = {.m = sym_dim(m), .k = sym_dim(k), .p = sym_dim(p), .ta = ta, .tb = tb};
+  c.a = operand_ptr(f, nd->in[0]);
+  c.b = operand_ptr(f, nd->in[1]);
   /* a is stored [M, K], or [K, M] when transposed; b [K, P] or [P, K]. */
   c.a_i = ta ? sym_const(1) : c.k;
   c.a_k = ta ? c.m : sym_const(1);
   c.b_k = tb ? sym_const(1) : c.p;
   c.b_j = tb ? c.k : sym_const(1);
+  c.epi.anchor = mm;
+  fused_scales(f, &c.epi.fu);
 
   CgSym st_o[DL_MAX_RANK], st_a[DL_MAX_RANK], st_b[DL_MAX_RANK];
   contiguous_strides(so, st_o);
@@ -645,12 +783,18 @@ static bool emit_matmul(CgFn *f) {
   if (!on_gpu(f)) {
     /* Small products of static size: the loop nest, which LLVM unrolls and
      * vectorises whole; the packing of the GEMM would cost more than it
-     * saves.  Everything else: the GEMM. */
+     * saves.  Everything else: the GEMM.  Then the epilogue, in place. */
     bool tiny = c.m.k == 0 && c.k.k == 0 && c.p.k == 0 && m * k * p <= 4096;
     emit_loops(f, &nest, tiny ? matmul_cpu_body : matmul_gemm_body, &c);
+    if (kern->nnodes > 1) {
+      CgNest epi;
+      if (!map_nest(f, &c.epi, &epi)) return false;
+      emit_loops(f, &epi, map_body, &c.epi);
+    }
     return true;
   }
-  /* One point per output element: rows advance a, columns advance b. */
+  /* One point per output element: rows advance a, columns advance b; the
+   * epilogue's operands follow. */
   nest.rank = ro;
   nest.dim[ro - 2] = c.m;
   nest.dim[ro - 1] = c.p;
@@ -660,6 +804,7 @@ static bool emit_matmul(CgFn *f) {
   nest.stride[1][ro - 1] = sym_const(0);
   nest.stride[2][ro - 2] = sym_const(0);
   nest.stride[2][ro - 1] = c.b_j;
+  if (!fused_operands(f, &c.epi.fu, so, &nest, 3)) return false;
   emit_grid(f, &nest, matmul_gpu_body, &c);
   return true;
 }
@@ -669,9 +814,13 @@ static bool emit_matmul(CgFn *f) {
 typedef struct ReduceCtx {
   bool max;             /* MAX: start from -inf, keep the larger; else sum */
   LLVMValueRef count_f; /* MEAN: number of reduced elements, as float; else NULL */
-  /* NVPTX: the reduced axes of the input */
+  Fused fu;             /* the input's value at a point of the input's shape */
+  /* NVPTX: the reduced axes of the input, and each nest operand's strides
+   * along them */
   int nred;
-  CgSym red_dim[DL_MAX_RANK], red_stride[DL_MAX_RANK];
+  CgSym red_dim[DL_MAX_RANK];
+  CgSym red_stride[CG_MAX_OPS][DL_MAX_RANK];
+  int nops;
 } ReduceCtx;
 
 static void zero_body(CgFn *f, LLVMValueRef *off, void *user) {
@@ -693,9 +842,16 @@ static void reduce_init_body(CgFn *f, LLVMValueRef *off, void *user) {
   store_f32(f, reduce_start(f, user), f->out, off[0]);
 }
 
+/* The reduction's input at a point: computed by the kernel or loaded. */
+static LLVMValueRef reduce_input(CgFn *f, ReduceCtx *r, LLVMValueRef *off) {
+  fused_point(&r->fu, off);
+  return fused_value(f, &r->fu, f->node->in[0]);
+}
+
 static void accumulate_body(CgFn *f, LLVMValueRef *off, void *user) {
-  LLVMValueRef v = reduce_step(f, user, load_f32(f, f->out, off[0]), load_f32(f, f->in[0], off[1]));
-  store_f32(f, v, f->out, off[0]);
+  ReduceCtx *r = user;
+  LLVMValueRef x = reduce_input(f, r, off);
+  store_f32(f, reduce_step(f, r, load_f32(f, f->out, off[0]), x), f->out, off[0]);
 }
 
 static void divide_body(CgFn *f, LLVMValueRef *off, void *user) {
@@ -704,7 +860,7 @@ static void divide_body(CgFn *f, LLVMValueRef *off, void *user) {
 }
 
 /* NVPTX, one output element: loop over the reduced elements, recovering each
- * one's offset within the input by div/mod over the reduced axes. */
+ * one's offset (for every operand) by div/mod over the reduced axes. */
 static void reduce_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   ReduceCtx *r = user;
   Cg *cg = f->cg;
@@ -715,7 +871,10 @@ static void reduce_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   slot_set(f, acc, reduce_start(f, r));
   CgLoop l;
   LLVMValueRef e = loop_begin(f, &l, i64c(cg, 0), sym_value(f, count), "e");
-  LLVMValueRef in_off = off[1], rest = e;
+  LLVMValueRef at[CG_MAX_OPS];
+  for (int j = 0; j < r->nops; j++)
+    at[j] = off[j];
+  LLVMValueRef rest = e;
   for (int i = r->nred - 1; i >= 0; i--) {
     LLVMValueRef ix = rest;
     if (i > 0) {
@@ -723,9 +882,10 @@ static void reduce_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
       ix = LLVMBuildURem(cg->b, rest, extent, "");
       rest = LLVMBuildUDiv(cg->b, rest, extent, "");
     }
-    in_off = idx_add(f, in_off, idx_mul(f, ix, sym_value(f, r->red_stride[i])));
+    for (int j = 1; j < r->nops; j++)
+      at[j] = idx_add(f, at[j], idx_mul(f, ix, sym_value(f, r->red_stride[j][i])));
   }
-  slot_set(f, acc, reduce_step(f, r, slot_get(f, acc), load_f32(f, f->in[0], in_off)));
+  slot_set(f, acc, reduce_step(f, r, slot_get(f, acc), reduce_input(f, r, at)));
   loop_end(f, &l, i64c(cg, 1));
   LLVMValueRef v = slot_get(f, acc);
   if (r->count_f) v = f_div(f, v, r->count_f);
@@ -734,21 +894,21 @@ static void reduce_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
 
 static bool emit_reduce(CgFn *f) {
   const DlNode *nd = f->node;
-  const DlShape *si = f->in_shape[0];
+  const DlShape *si = &dl_node(f->cg->g, nd->in[0])->shape;
   int r = si->rank;
   uint32_t all = r >= 32 ? UINT32_MAX : (uint32_t)((1u << r) - 1u);
   uint32_t axes = nd->attr.reduce.axes & all;
   if (nd->attr.reduce.axes == 0) axes = all; /* the constructor's convention: 0 means every axis */
-  CgSym st_in[DL_MAX_RANK], st_out[DL_MAX_RANK];
-  contiguous_strides(si, st_in);
   /* The output walks the kept axes row-major; reduced axes do not move it. */
   CgSym acc = sym_const(1), count = sym_const(1);
+  CgNest nest = {.rank = r};
   for (int i = r - 1; i >= 0; i--) {
+    nest.dim[i] = sym_dim(si->d[i]);
     if (axes & (1u << i)) {
-      st_out[i] = sym_const(0);
+      nest.stride[0][i] = sym_const(0);
       count = sym_mul(count, sym_dim(si->d[i]));
     } else {
-      st_out[i] = acc;
+      nest.stride[0][i] = acc;
       acc = sym_mul(acc, sym_dim(si->d[i]));
     }
   }
@@ -757,32 +917,33 @@ static bool emit_reduce(CgFn *f) {
   ReduceCtx rc = {.max = nd->op == DL_OP_MAX, .count_f = NULL};
   if (nd->op == DL_OP_MEAN)
     rc.count_f = LLVMBuildSIToFP(f->cg->b, sym_value(f, count), f->cg->t_f32, "");
+  fused_scales(f, &rc.fu);
+  if (!fused_operands(f, &rc.fu, si, &nest, 1)) return false;
 
   if (!on_gpu(f)) {
     CgNest flat = {.rank = 1, .nops = 1, .dim = {acc}, .stride = {{sym_const(1)}}};
     emit_loops(f, &flat, reduce_init_body, &rc);
-    CgNest nest = {.rank = r, .nops = 2};
-    for (int i = 0; i < r; i++) {
-      nest.dim[i] = sym_dim(si->d[i]);
-      nest.stride[0][i] = st_out[i];
-      nest.stride[1][i] = st_in[i];
-    }
     emit_loops(f, &nest, accumulate_body, &rc);
     if (rc.count_f) emit_loops(f, &flat, divide_body, &rc);
     return true;
   }
-  CgNest nest = {.rank = 0, .nops = 2};
+  /* The grid walks the kept axes; the reduced ones are each thread's loop. */
+  CgNest kept = {.rank = 0, .nops = nest.nops};
+  rc.nops = nest.nops;
   for (int i = 0; i < r; i++) {
     if (axes & (1u << i)) {
-      rc.red_dim[rc.nred] = sym_dim(si->d[i]);
-      rc.red_stride[rc.nred++] = st_in[i];
+      rc.red_dim[rc.nred] = nest.dim[i];
+      for (int j = 0; j < nest.nops; j++)
+        rc.red_stride[j][rc.nred] = nest.stride[j][i];
+      rc.nred++;
     } else {
-      nest.dim[nest.rank] = sym_dim(si->d[i]);
-      nest.stride[0][nest.rank] = st_out[i];
-      nest.stride[1][nest.rank++] = st_in[i];
+      kept.dim[kept.rank] = nest.dim[i];
+      for (int j = 0; j < nest.nops; j++)
+        kept.stride[j][kept.rank] = nest.stride[j][i];
+      kept.rank++;
     }
   }
-  emit_grid(f, &nest, reduce_gpu_body, &rc);
+  emit_grid(f, &kept, reduce_gpu_body, &rc);
   return true;
 }
 
@@ -1580,20 +1741,41 @@ static bool emit_dropout(CgFn *f) {
 
 /* ---- kernel functions ---------------------------------------------------------- */
 
-bool cg_node_has_kernel(const DlGraph *g, DlNodeId id) {
-  return dl_op_info[dl_node(g, id)->op].kind != DL_KIND_LEAF;
+/* ---- kernel functions ---------------------------------------------------------- */
+
+/* Is operand `id` of kernel k read by the kernel's matmul or by an op
+ * kernel's root, which read buffers (not values at a point)? */
+static bool operand_read_from_memory(const DlProgram *p, int k, DlNodeId id) {
+  const DlKernel *kern = &p->kernels[k];
+  for (int i = 0; i < kern->nnodes; i++) {
+    const DlNode *nd = dl_node(p->g, kern->nodes[i]);
+    bool whole = kern->kind == DL_KERNEL_OP || nd->op == DL_OP_MATMUL;
+    for (int j = 0; whole && j < nd->nin; j++)
+      if (nd->in[j] == id) return true;
+  }
+  return false;
 }
 
-int cg_kernel_args(const DlGraph *g, DlNodeId id, DlNodeId args[DL_MAX_INPUTS]) {
-  const DlNode *nd = dl_node(g, id);
-  if (nd->op == DL_OP_ASSIGN) {
-    /* The output buffer is the parameter (input 0); only the value is read. */
-    args[0] = nd->in[1];
-    return 1;
+/* A uniform constant read only elementwise is folded into the code. */
+static bool operand_inlined(const DlProgram *p, int k, DlNodeId id) {
+  const DlNode *nd = dl_node(p->g, id);
+  return nd->op == DL_OP_CONST && !nd->attr.konst.data && !operand_read_from_memory(p, k, id);
+}
+
+int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPERANDS]) {
+  const DlGraph *g = p->g;
+  DlNodeId ops[DL_KERNEL_MAX_OPERANDS];
+  int nops = dl_kernel_operands(p, k, ops), nb = 0;
+  DlNodeId out = dl_buffer_of(g, p->kernels[k].root);
+  for (int i = 0; i < nops; i++) {
+    if (operand_inlined(p, k, ops[i])) continue;
+    DlNodeId b = dl_buffer_of(g, ops[i]);
+    bool seen = b == out;
+    for (int j = 0; j < nb && !seen; j++)
+      seen = bufs[j] == b;
+    if (!seen) bufs[nb++] = b;
   }
-  for (int i = 0; i < nd->nin; i++)
-    args[i] = nd->in[i];
-  return nd->nin;
+  return nb;
 }
 
 static void add_attr(Cg *cg, LLVMValueRef fn, unsigned idx, const char *name) {
@@ -1619,58 +1801,111 @@ static void mark_ptx_kernel(Cg *cg, LLVMValueRef fn) {
                               LLVMMetadataAsValue(cg->ctx, LLVMMDNodeInContext2(cg->ctx, md, 3)));
 }
 
-static void kernel_begin(Cg *cg, DlNodeId id, CgFn *f) {
-  const DlNode *nd = dl_node(cg->g, id);
-  DlNodeId args[DL_MAX_INPUTS];
-  int nargs = cg_kernel_args(cg->g, id, args);
-  LLVMTypeRef params[CG_MAX_OPS + 1];
-  for (int i = 0; i < 1 + nargs; i++)
+/* "<prefix>_k<root>_<op>_<op>...": the root's id and the ops it computes (the
+ * first few). */
+static const char *kernel_name(Cg *cg, const DlKernel *kern) {
+  char buf[160];
+  int len = snprintf(buf, sizeof buf, "%s_k%d", cg->prefix, (int)kern->root);
+  for (int i = 0; i < kern->nnodes && len < (int)sizeof buf - 24; i++)
+    len += snprintf(buf + len, sizeof buf - (size_t)len, "_%s",
+                    i == 4 && kern->nnodes > 5 ? "etc"
+                                               : dl_op_info[cg->g->nodes[kern->nodes[i]].op].name);
+  return dl_arena_strdup(cg->cc->arena, buf);
+}
+
+/* The function of kernel k: void (float *out, float *buf..., i64 n[, pool])
+ * with the buffers of cg_kernel_buffers; the CPU's kernels also take the
+ * runtime's thread pool. */
+static void kernel_begin(Cg *cg, int k, CgFn *f) {
+  const DlProgram *p = cg->prog;
+  const DlKernel *kern = &p->kernels[k];
+  DlNodeId bufs[DL_KERNEL_MAX_OPERANDS];
+  int nb = cg_kernel_buffers(p, k, bufs);
+  bool cpu = cg->target == DL_TARGET_CPU;
+  LLVMTypeRef params[DL_KERNEL_MAX_OPERANDS + 3];
+  for (int i = 0; i < 1 + nb; i++)
     params[i] = cg->t_ptr;
-  params[1 + nargs] = cg->t_i64;
-  LLVMTypeRef fty = LLVMFunctionType(cg->t_void, params, (unsigned)(2 + nargs), false);
-  const char *name =
-      dl_arena_printf(cg->cc->arena, "%s_k%d_%s", cg->prefix, (int)id, dl_op_info[nd->op].name);
-  LLVMValueRef fn = LLVMAddFunction(cg->mod, name, fty);
-  LLVMSetLinkage(fn, cg->target == DL_TARGET_CPU ? LLVMInternalLinkage : LLVMExternalLinkage);
+  params[1 + nb] = cg->t_i64;
+  params[2 + nb] = cg->t_ptr;
+  LLVMTypeRef fty = LLVMFunctionType(cg->t_void, params, (unsigned)(2 + nb + cpu), false);
+  LLVMValueRef fn = LLVMAddFunction(cg->mod, kernel_name(cg, kern), fty);
+  LLVMSetLinkage(fn, cpu ? LLVMInternalLinkage : LLVMExternalLinkage);
   add_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
-  for (unsigned i = 1; i <= (unsigned)(1 + nargs); i++) {
+  for (unsigned i = 1; i <= (unsigned)(1 + nb); i++) {
     add_attr(cg, fn, i, "noalias");
     add_attr(cg, fn, i, "nocapture");
     if (i > 1) add_attr(cg, fn, i, "readonly");
   }
-  if (cg->target == DL_TARGET_CPU) {
+  if (cpu) {
     add_str_attr(cg, fn, "target-cpu", cg->cpu);
     add_str_attr(cg, fn, "target-features", cg->features);
   } else {
     mark_ptx_kernel(cg, fn);
   }
-  *f = (CgFn){.cg = cg, .node = nd, .id = id, .fn = fn, .nin = nargs};
+  *f = (CgFn){.cg = cg,
+              .k = k,
+              .kern = kern,
+              .node = dl_node(cg->g, kern->root),
+              .id = kern->root,
+              .fn = fn};
   f->out = LLVMGetParam(fn, 0);
   LLVMSetValueName2(f->out, "out", 3);
-  for (int i = 0; i < nargs; i++) {
-    f->in[i] = LLVMGetParam(fn, (unsigned)(1 + i));
-    f->in_shape[i] = &dl_node(cg->g, args[i])->shape;
+  LLVMValueRef buf_ptr[DL_KERNEL_MAX_OPERANDS];
+  for (int i = 0; i < nb; i++) {
+    buf_ptr[i] = LLVMGetParam(fn, (unsigned)(1 + i));
     char pname[16];
     snprintf(pname, sizeof pname, "in%d", i);
-    LLVMSetValueName2(f->in[i], pname, strlen(pname));
+    LLVMSetValueName2(buf_ptr[i], pname, strlen(pname));
   }
-  f->n = LLVMGetParam(fn, (unsigned)(1 + nargs));
+  f->n = LLVMGetParam(fn, (unsigned)(1 + nb));
   LLVMSetValueName2(f->n, "n", 1);
+  if (cpu) {
+    f->pool = LLVMGetParam(fn, (unsigned)(2 + nb));
+    LLVMSetValueName2(f->pool, "pool", 4);
+  }
   f->entry_bb = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
   LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
-  cg->kernel[id] = fn;
+  /* Where each operand is read from. */
+  DlNodeId out_buf = dl_buffer_of(cg->g, kern->root);
+  f->nops = dl_kernel_operands(p, k, f->op_node);
+  for (int j = 0; j < f->nops; j++) {
+    DlNodeId id = f->op_node[j];
+    f->op_ptr[j] = NULL;
+    f->op_const[j] = NULL;
+    if (operand_inlined(p, k, id)) {
+      f->op_const[j] = f32c(cg, (float)dl_node(cg->g, id)->attr.konst.value);
+      continue;
+    }
+    DlNodeId b = dl_buffer_of(cg->g, id);
+    f->op_ptr[j] = f->out; /* an ASSIGN's kernel reading its own parameter */
+    for (int i = 0; i < nb && b != out_buf; i++)
+      if (bufs[i] == b) f->op_ptr[j] = buf_ptr[i];
+  }
+  for (int i = 0; i < kern->nnodes && kern->kind != DL_KERNEL_OP; i++) {
+    const DlNode *nd = dl_node(cg->g, kern->nodes[i]);
+    for (int j = nd->op == DL_OP_ASSIGN ? 1 : 0; nd->op != DL_OP_MATMUL && j < nd->nin; j++) {
+      int at = operand_index(f, nd->in[j]);
+      if (at >= 0) f->op_ew[at] = true;
+    }
+  }
+  /* An op kernel's inputs, in order. */
+  const DlNode *nd = f->node;
+  f->nin = nd->nin;
+  for (int i = 0; i < nd->nin; i++) {
+    int j = operand_index(f, nd->in[i]);
+    f->in[i] = j >= 0 && f->op_ptr[j] ? f->op_ptr[j] : LLVMGetUndef(cg->t_ptr);
+    f->in_shape[i] = &dl_node(cg->g, nd->in[i])->shape;
+  }
+  cg->kernel[k] = fn;
 }
 
-bool cg_emit_kernel(Cg *cg, DlNodeId id) {
-  const DlNode *nd = dl_node(cg->g, id);
-  int errors_before = cg->cc->nerrors;
-  CgFn f;
-  bool ok = true;
+static bool emit_op(CgFn *f) {
+  const DlNode *nd = f->node;
   switch (nd->op) {
   case DL_OP_INPUT:
   case DL_OP_PARAM:
   case DL_OP_CONST:
-  case DL_OP_HYPER: return true; /* leaves live in memory; nothing to compute */
+  case DL_OP_HYPER: return internal(f, "a leaf has no kernel");
   case DL_OP_NEG:
   case DL_OP_EXP:
   case DL_OP_LOG:
@@ -1690,56 +1925,48 @@ bool cg_emit_kernel(Cg *cg, DlNodeId id) {
   case DL_OP_GT:
   case DL_OP_EQ:
   case DL_OP_EXPAND:
-  case DL_OP_RESHAPE: /* a copy, used only where the plan did not make it a view */
   case DL_OP_ASSIGN:
-    kernel_begin(cg, id, &f);
-    ok = emit_map(&f);
-    break;
   case DL_OP_MATMUL:
-    kernel_begin(cg, id, &f);
-    ok = emit_matmul(&f);
-    break;
   case DL_OP_SUM:
   case DL_OP_MEAN:
-  case DL_OP_MAX:
-    kernel_begin(cg, id, &f);
-    ok = emit_reduce(&f);
-    break;
+  case DL_OP_MAX: return internal(f, "not an op kernel");
+  case DL_OP_RESHAPE: return internal(f, "a reshape is a view of its input, never a kernel");
   case DL_OP_SOFTMAX:
-  case DL_OP_LOG_SOFTMAX:
-    kernel_begin(cg, id, &f);
-    ok = emit_softmax(&f);
-    break;
+  case DL_OP_LOG_SOFTMAX: return emit_softmax(f);
   case DL_OP_PERMUTE:
   case DL_OP_SLICE:
   case DL_OP_PAD:
-  case DL_OP_CONCAT:
-    kernel_begin(cg, id, &f);
-    ok = emit_layout(&f);
-    break;
+  case DL_OP_CONCAT: return emit_layout(f);
   case DL_OP_GATHER:
   case DL_OP_SCATTER_ADD:
-  case DL_OP_ONE_HOT:
-    kernel_begin(cg, id, &f);
-    ok = emit_index(&f);
-    break;
+  case DL_OP_ONE_HOT: return emit_index(f);
   case DL_OP_CONV2D:
   case DL_OP_CONV2D_GRAD_INPUT:
-  case DL_OP_CONV2D_GRAD_FILTER:
-    kernel_begin(cg, id, &f);
-    ok = emit_conv(&f);
-    break;
+  case DL_OP_CONV2D_GRAD_FILTER: return emit_conv(f);
   case DL_OP_MAXPOOL2D:
   case DL_OP_AVGPOOL2D:
   case DL_OP_MAXPOOL2D_GRAD:
-  case DL_OP_AVGPOOL2D_GRAD:
-    kernel_begin(cg, id, &f);
-    ok = emit_pool(&f);
-    break;
-  case DL_OP_DROPOUT:
-    kernel_begin(cg, id, &f);
-    ok = emit_dropout(&f);
-    break;
+  case DL_OP_AVGPOOL2D_GRAD: return emit_pool(f);
+  case DL_OP_DROPOUT: return emit_dropout(f);
+  }
+  return internal(f, "unknown op");
+}
+
+bool cg_emit_kernel(Cg *cg, int k) {
+  const DlKernel *kern = &cg->prog->kernels[k];
+  int errors_before = cg->cc->nerrors;
+  CgFn f;
+  kernel_begin(cg, k, &f);
+  bool ok = true;
+  if (kern->nnodes > CG_MAX_FUSED) {
+    ok = internal(&f, "too many nodes in one kernel");
+  } else {
+    switch (kern->kind) {
+    case DL_KERNEL_OP: ok = emit_op(&f); break;
+    case DL_KERNEL_MAP: ok = emit_map(&f); break;
+    case DL_KERNEL_REDUCE: ok = emit_reduce(&f); break;
+    case DL_KERNEL_MATMUL: ok = emit_matmul(&f); break;
+    }
   }
   /* Close the function even after an error so the module stays well formed
    * (it is discarded anyway). */

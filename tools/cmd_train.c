@@ -24,6 +24,7 @@ static const char train_help[] =
     "  --log FILE       append one JSON object per epoch (epoch, loss, accuracy, seconds)\n"
     "  --verbose, -v    print every epoch (default: about ten lines)\n"
     "  --quiet, -q      print only the final result\n"
+    "  --threads T      threads the kernels run on (default: one per core)\n"
     "  -O0 .. -O3       LLVM optimisation level (default -O3)\n";
 
 typedef struct TrainReport {
@@ -63,7 +64,7 @@ int cmd_train(int argc, char **argv) {
   int rc =
       parse_command_args(&o, argc, argv,
                          "--model --epochs --lr --batch --seed --load --save --log --verbose -v "
-                         "--quiet -q -O0 -O1 -O2 -O3",
+                         "--quiet -q --threads -O0 -O1 -O2 -O3",
                          train_help);
   if (rc) return rc == 2 ? 0 : 1;
   Session s = {0};
@@ -102,6 +103,7 @@ int cmd_train(int argc, char **argv) {
     driver_error("%s", err.msg);
     goto done;
   }
+  if (!session_set_threads(ctx, &o)) goto done;
   if (o.load && dlrt_load(ctx, o.load, &err) != 0) {
     driver_error("%s", err.msg);
     goto done;
@@ -168,6 +170,7 @@ static const char run_help[] =
     "  --input CSV    rows of input values (then optional target values), no header\n"
     "  --seed S       seed for initialising parameters (without --load)\n"
     "  --batch B      rows per forward call (default: train block, else 32)\n"
+    "  --threads T    threads the kernels run on (default: one per core)\n"
     "  -O0 .. -O3     LLVM optimisation level\n";
 
 static void print_named(const char *name, const float *data, int rank, const int64_t *dims) {
@@ -177,8 +180,8 @@ static void print_named(const char *name, const float *data, int rank, const int
 
 int cmd_run(int argc, char **argv) {
   DriverOptions o;
-  int rc = parse_command_args(&o, argc, argv,
-                              "--model --load --input --seed --batch -O0 -O1 -O2 -O3", run_help);
+  int rc = parse_command_args(
+      &o, argc, argv, "--model --load --input --seed --batch --threads -O0 -O1 -O2 -O3", run_help);
   if (rc) return rc == 2 ? 0 : 1;
   Session s = {0};
   DlrtDataset ds = {0};
@@ -212,6 +215,7 @@ int cmd_run(int argc, char **argv) {
     driver_error("%s", err.msg);
     goto done;
   }
+  if (!session_set_threads(ctx, &o)) goto done;
   if (o.load && dlrt_load(ctx, o.load, &err) != 0) {
     driver_error("%s", err.msg);
     goto done;

@@ -35,11 +35,13 @@ typedef struct DriverOptions {
   int opt_level;
   bool quiet;
   bool verbose;
-  bool stats;       /* compile --stats */
-  bool infer;       /* bench --infer */
-  bool no_simplify; /* plan the graph as autodiff left it (emit ir-grad) */
-  int64_t steps;    /* bench --steps, -1: default */
-  int64_t threads;  /* bench --threads, -1: default */
+  bool stats;        /* compile --stats */
+  bool infer;        /* bench --infer */
+  bool no_simplify;  /* plan the graph as autodiff left it (emit ir-grad) */
+  int64_t steps;     /* bench --steps, -1: default */
+  int64_t threads;   /* --threads (train, run, bench), -1: one per core */
+  const char *stage; /* emit dot --stage ir|grad|opt */
+  bool no_fuse;      /* --no-fuse: one kernel per node */
 } DriverOptions;
 
 /* Everything compiled from one source file for one model. */
@@ -93,6 +95,9 @@ int cmd_gradcheck(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 /* The plan's kernels, FLOPs and memory (compile --stats, bench). */
 void print_plan_stats(FILE *out, const Session *s);
+/* Give the context the threads --threads asks for (default: one per core);
+ * false after printing an error. */
+bool session_set_threads(DlrtContext *ctx, const DriverOptions *o);
 
 /* Argument parsing shared by the commands: returns the number of argv
  * entries consumed (1 or 2) for a recognised option, 0 for an unrecognised
