@@ -568,8 +568,8 @@ LLVMValueRef cg_parallel_for(Cg *cg) {
   static const char name[] = "dlrt_parallel_for";
   LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
   if (fn) return fn;
-  LLVMTypeRef params[4] = {cg->t_ptr, cg->t_i64, cg->t_ptr, cg->t_ptr};
-  fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 4, false));
+  LLVMTypeRef params[5] = {cg->t_ptr, cg->t_i64, cg->t_i32, cg->t_ptr, cg->t_ptr};
+  fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 5, false));
   unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
   LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
                           LLVMCreateEnumAttribute(cg->ctx, nounwind, 0));
@@ -643,8 +643,10 @@ void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVM
     store(&g, val, LLVMBuildStructGEP2(bld, st, block, i, ""), 8);
   }
   LLVMValueRef pf = cg_parallel_for(cg);
-  LLVMValueRef pargs[4] = {pool, blocks, gemm_task_function(cg), block};
-  LLVMBuildCall2(bld, LLVMGlobalGetValueType(pf), pf, pargs, 4, "");
+  /* One range per thread: each range packs a whole operand again. */
+  LLVMValueRef pargs[5] = {pool, blocks, LLVMConstInt(cg->t_i32, 1, false),
+                           gemm_task_function(cg), block};
+  LLVMBuildCall2(bld, LLVMGlobalGetValueType(pf), pf, pargs, 5, "");
   if_else(&g, &split);
   LLVMBuildCall2(bld, LLVMGlobalGetValueType(gemm), gemm, args, GP_COUNT, "");
   if_close(&g, &split);

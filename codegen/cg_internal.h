@@ -65,8 +65,8 @@ bool cg_emit_kernel(Cg *cg, int k);
 void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b,
                   LLVMValueRef m, LLVMValueRef k, LLVMValueRef p, LLVMValueRef pool);
 
-/* The declaration of the runtime's dlrt_parallel_for(pool, count, fn, arg)
- * in the module. */
+/* The declaration of the runtime's dlrt_parallel_for(pool, count,
+ * per_thread, fn, arg) in the module. */
 LLVMValueRef cg_parallel_for(Cg *cg);
 /* An alloca in the entry block of the function the builder is in (so that a
  * loop does not grow the stack). */

@@ -114,6 +114,9 @@ typedef struct CgFn {
   LLVMValueRef op_ptr[DL_KERNEL_MAX_OPERANDS];
   LLVMValueRef op_const[DL_KERNEL_MAX_OPERANDS];
   bool op_ew[DL_KERNEL_MAX_OPERANDS]; /* read elementwise by a node of the kernel */
+  int op_param[DL_KERNEL_MAX_OPERANDS]; /* its buffer's parameter (0: out), or -1 */
+  int nbufs;                            /* buffer parameters: out and the inputs */
+  LLVMValueRef buf[1 + DL_KERNEL_MAX_OPERANDS];
 } CgFn;
 
 static LLVMValueRef i64c(Cg *cg, int64_t v) {
@@ -283,6 +286,20 @@ static LLVMValueRef f_div(CgFn *f, LLVMValueRef a, LLVMValueRef b) {
 static LLVMValueRef fcmp(CgFn *f, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildFCmp(f->cg->b, p, a, b, "");
 }
+static LLVMValueRef icmp(CgFn *f, LLVMIntPredicate p, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildICmp(f->cg->b, p, a, b, "");
+}
+static void add_attr(Cg *cg, LLVMValueRef fn, unsigned idx, const char *name) {
+  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+  LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
+}
+
+static void add_str_attr(Cg *cg, LLVMValueRef fn, const char *key, const char *value) {
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateStringAttribute(cg->ctx, key, (unsigned)strlen(key), value,
+                                                    (unsigned)strlen(value)));
+}
+
 static LLVMValueRef select_(CgFn *f, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildSelect(f->cg->b, c, a, b, "");
 }
@@ -431,18 +448,22 @@ static void nest_simplify(CgNest *nest) {
  * offset of every operand there. */
 typedef void (*CgBody)(CgFn *f, LLVMValueRef *off, void *user);
 
+/* The loop of dimension d and those inside it; the outermost loop runs over
+ * [range[0], range[1]) when range is given, else over the whole dimension. */
 static void nest_level(CgFn *f, const CgNest *nest, int d, LLVMValueRef *base, CgBody body,
-                       void *user) {
+                       void *user, LLVMValueRef *range) {
   if (d == nest->rank) {
     body(f, base, user);
     return;
   }
   CgLoop l;
-  LLVMValueRef i = loop_begin(f, &l, i64c(f->cg, 0), sym_value(f, nest->dim[d]), "i");
+  LLVMValueRef i = range && d == 0
+                       ? loop_begin(f, &l, range[0], range[1], "i")
+                       : loop_begin(f, &l, i64c(f->cg, 0), sym_value(f, nest->dim[d]), "i");
   LLVMValueRef off[CG_MAX_OPS];
   for (int op = 0; op < nest->nops; op++)
     off[op] = idx_add(f, base[op], idx_mul(f, i, sym_value(f, nest->stride[op][d])));
-  nest_level(f, nest, d + 1, off, body, user);
+  nest_level(f, nest, d + 1, off, body, user, range);
   loop_end(f, &l, i64c(f->cg, 1));
 }
 
@@ -453,7 +474,7 @@ static void emit_loops(CgFn *f, const CgNest *nest_in, CgBody body, void *user) 
   LLVMValueRef off[CG_MAX_OPS];
   for (int op = 0; op < nest.nops; op++)
     off[op] = i64c(f->cg, 0);
-  nest_level(f, &nest, 0, off, body, user);
+  nest_level(f, &nest, 0, off, body, user, NULL);
 }
 
 /* A PTX special register (thread and block index and count).  GPU-style
@@ -641,8 +662,158 @@ static bool map_nest(CgFn *f, MapCtx *m, CgNest *nest) {
   return fused_operands(f, &m->fu, s, nest, 1);
 }
 
+/* ---- elementwise kernels on several threads ------------------------------------
+ *
+ * A map kernel that can have CG_MAP_PARALLEL_ELEMS elements or more (at the
+ * largest batch) is three functions: the loops, as a function of a range of
+ * the outermost loop ("_part", with noalias buffers like every kernel); a
+ * trampoline taking its buffers from an argument block, which
+ * dlrt_parallel_for calls with each thread's range; and the kernel, which
+ * hands the pool the whole range when the pool exists and the kernel is at
+ * least that large at this batch size, and otherwise calls the part on the
+ * whole range itself.  Each element is computed the same way on any thread. */
+#define CG_MAP_PARALLEL_ELEMS (1 << 16)
+/* Ranges are cheap to start, and a thread that loses its core in the
+ * middle holds up only a small one. */
+#define CG_MAP_RANGES_PER_THREAD 4
+
+static int64_t sym_at(CgSym s, int64_t n) {
+  int64_t v = s.c;
+  for (int i = 0; i < s.k; i++)
+    v *= n;
+  return v;
+}
+
+/* A function like f's kernel with two more i64 parameters (begin, end) after
+ * n, no pool, and the same buffers: *part is f redirected to it. */
+static void begin_part(CgFn *f, CgFn *part, LLVMValueRef *range) {
+  Cg *cg = f->cg;
+  LLVMTypeRef params[DL_KERNEL_MAX_OPERANDS + 4];
+  for (int i = 0; i < f->nbufs; i++)
+    params[i] = cg->t_ptr;
+  for (int i = 0; i < 3; i++)
+    params[f->nbufs + i] = cg->t_i64;
+  const char *name = dl_arena_printf(cg->cc->arena, "%s_part", LLVMGetValueName(f->fn));
+  LLVMValueRef fn = LLVMAddFunction(cg->mod, name,
+                                    LLVMFunctionType(cg->t_void, params, (unsigned)f->nbufs + 3, 0));
+  /* The kernel's attributes (noalias buffers, target CPU, internal). */
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  unsigned nattr = LLVMGetAttributeCountAtIndex(f->fn, LLVMAttributeFunctionIndex);
+  LLVMAttributeRef attrs[32];
+  if (nattr <= 32) {
+    LLVMGetAttributesAtIndex(f->fn, LLVMAttributeFunctionIndex, attrs);
+    for (unsigned i = 0; i < nattr; i++)
+      LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, attrs[i]);
+  }
+  /* Called from the kernel and from the trampoline: one copy of the loops. */
+  add_attr(cg, fn, LLVMAttributeFunctionIndex, "noinline");
+  for (unsigned i = 1; i <= (unsigned)f->nbufs; i++) {
+    unsigned na = LLVMGetAttributeCountAtIndex(f->fn, i);
+    if (na > 32) continue;
+    LLVMGetAttributesAtIndex(f->fn, i, attrs);
+    for (unsigned a = 0; a < na; a++)
+      LLVMAddAttributeAtIndex(fn, i, attrs[a]);
+  }
+  *part = *f;
+  part->fn = fn;
+  for (int i = 0; i < f->nbufs; i++)
+    part->buf[i] = LLVMGetParam(fn, (unsigned)i);
+  part->out = part->buf[0];
+  part->n = LLVMGetParam(fn, (unsigned)f->nbufs);
+  part->pool = NULL;
+  range[0] = LLVMGetParam(fn, (unsigned)f->nbufs + 1);
+  range[1] = LLVMGetParam(fn, (unsigned)f->nbufs + 2);
+  for (int j = 0; j < f->nops; j++)
+    if (f->op_param[j] >= 0) part->op_ptr[j] = part->buf[f->op_param[j]];
+  part->entry_bb = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
+  LLVMPositionBuilderAtEnd(cg->b, part->entry_bb);
+}
+
+/* void <part>_task(ptr args, i64 begin, i64 end): args holds the buffers
+ * and n. */
+static LLVMValueRef part_trampoline(CgFn *f, LLVMValueRef part, LLVMTypeRef args_ty) {
+  Cg *cg = f->cg;
+  LLVMTypeRef params[3] = {cg->t_ptr, cg->t_i64, cg->t_i64};
+  const char *name = dl_arena_printf(cg->cc->arena, "%s_task", LLVMGetValueName(part));
+  LLVMValueRef fn =
+      LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 3, false));
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  add_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(cg->ctx);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+  LLVMValueRef call[DL_KERNEL_MAX_OPERANDS + 4];
+  for (int i = 0; i <= f->nbufs; i++)
+    call[i] = LLVMBuildLoad2(b, LLVMStructGetTypeAtIndex(args_ty, (unsigned)i),
+                             LLVMBuildStructGEP2(b, args_ty, LLVMGetParam(fn, 0), (unsigned)i, ""),
+                             "");
+  call[f->nbufs + 1] = LLVMGetParam(fn, 1);
+  call[f->nbufs + 2] = LLVMGetParam(fn, 2);
+  LLVMBuildCall2(b, LLVMGlobalGetValueType(part), part, call, (unsigned)f->nbufs + 3, "");
+  LLVMBuildRetVoid(b);
+  LLVMDisposeBuilder(b);
+  return fn;
+}
+
+static bool emit_map_parallel(CgFn *f, MapCtx *m) {
+  Cg *cg = f->cg;
+  CgFn part;
+  LLVMValueRef range[2];
+  begin_part(f, &part, range);
+  fused_scales(&part, &m->fu);
+  CgNest nest;
+  if (!map_nest(&part, m, &nest)) return false;
+  nest_simplify(&nest);
+  LLVMValueRef off[CG_MAX_OPS];
+  for (int op = 0; op < nest.nops; op++)
+    off[op] = i64c(cg, 0);
+  nest_level(&part, &nest, 0, off, map_body, m, range);
+  LLVMBuildRetVoid(cg->b);
+
+  /* The kernel: hand the outermost loop to the pool, or run it here. */
+  LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
+  LLVMTypeRef fields[DL_KERNEL_MAX_OPERANDS + 2];
+  for (int i = 0; i < f->nbufs; i++)
+    fields[i] = cg->t_ptr;
+  fields[f->nbufs] = cg->t_i64;
+  LLVMTypeRef args_ty = LLVMStructTypeInContext(cg->ctx, fields, (unsigned)f->nbufs + 1, false);
+  LLVMValueRef outer = sym_value(f, nest.dim[0]);
+  LLVMValueRef numel = sym_value(f, shape_numel(&f->node->shape));
+  LLVMValueRef share = LLVMBuildAnd(
+      cg->b, LLVMBuildIsNotNull(cg->b, f->pool, ""),
+      icmp(f, LLVMIntSGE, numel, i64c(cg, CG_MAP_PARALLEL_ELEMS)), "share");
+  LLVMBasicBlockRef pool_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "pool");
+  LLVMBasicBlockRef here_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "here");
+  LLVMBasicBlockRef done_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "done");
+  LLVMBuildCondBr(cg->b, share, pool_bb, here_bb);
+  LLVMPositionBuilderAtEnd(cg->b, pool_bb);
+  LLVMValueRef args = cg_entry_alloca(cg, args_ty, "map_args");
+  for (int i = 0; i <= f->nbufs; i++)
+    LLVMBuildStore(cg->b, i < f->nbufs ? f->buf[i] : f->n,
+                   LLVMBuildStructGEP2(cg->b, args_ty, args, (unsigned)i, ""));
+  LLVMValueRef pf = cg_parallel_for(cg);
+  LLVMValueRef pargs[5] = {f->pool, outer, LLVMConstInt(cg->t_i32, CG_MAP_RANGES_PER_THREAD, 0),
+                           part_trampoline(f, part.fn, args_ty), args};
+  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(pf), pf, pargs, 5, "");
+  LLVMBuildBr(cg->b, done_bb);
+  LLVMPositionBuilderAtEnd(cg->b, here_bb);
+  LLVMValueRef call[DL_KERNEL_MAX_OPERANDS + 4];
+  for (int i = 0; i < f->nbufs; i++)
+    call[i] = f->buf[i];
+  call[f->nbufs] = f->n;
+  call[f->nbufs + 1] = i64c(cg, 0);
+  call[f->nbufs + 2] = outer;
+  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(part.fn), part.fn, call, (unsigned)f->nbufs + 3,
+                 "");
+  LLVMBuildBr(cg->b, done_bb);
+  LLVMPositionBuilderAtEnd(cg->b, done_bb);
+  return true;
+}
+
 static bool emit_map(CgFn *f) {
   MapCtx m = {.anchor = DL_NONE};
+  if (!on_gpu(f) && f->pool &&
+      sym_at(shape_numel(&f->node->shape), f->cg->prog->max_batch) >= CG_MAP_PARALLEL_ELEMS)
+    return emit_map_parallel(f, &m);
   fused_scales(f, &m.fu);
   CgNest nest;
   if (!map_nest(f, &m, &nest)) return false;
@@ -687,13 +858,6 @@ static void matmul_cpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   loop_end(f, &lj, i64c(cg, 1));
   loop_end(f, &lk, i64c(cg, 1));
   loop_end(f, &li, i64c(cg, 1));
-}
-
-static int64_t sym_at(CgSym s, int64_t n) {
-  int64_t v = s.c;
-  for (int i = 0; i < s.k; i++)
-    v *= n;
-  return v;
 }
 
 /* CPU, one matrix of the batch: the packed GEMM of cg_gemm.c, which may
@@ -1037,9 +1201,6 @@ static bool emit_softmax(CgFn *f) {
 
 /* ---- shared helpers of the layout, indexing, convolution and pooling kernels */
 
-static LLVMValueRef icmp(CgFn *f, LLVMIntPredicate p, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildICmp(f->cg->b, p, a, b, "");
-}
 static LLVMValueRef idx_sub(CgFn *f, LLVMValueRef a, LLVMValueRef b) {
   if (is_const_int(b, 0)) return a;
   return LLVMBuildNSWSub(f->cg->b, a, b, "");
@@ -1778,17 +1939,6 @@ int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPE
   return nb;
 }
 
-static void add_attr(Cg *cg, LLVMValueRef fn, unsigned idx, const char *name) {
-  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
-  LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
-}
-
-static void add_str_attr(Cg *cg, LLVMValueRef fn, const char *key, const char *value) {
-  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
-                          LLVMCreateStringAttribute(cg->ctx, key, (unsigned)strlen(key), value,
-                                                    (unsigned)strlen(value)));
-}
-
 /* Mark an NVPTX function as a kernel (.entry), the way LLVM 19 expects:
  * !nvvm.annotations = !{!{ptr @f, !"kernel", i32 1}}. */
 static void mark_ptx_kernel(Cg *cg, LLVMValueRef fn) {
@@ -1867,19 +2017,25 @@ static void kernel_begin(Cg *cg, int k, CgFn *f) {
   LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
   /* Where each operand is read from. */
   DlNodeId out_buf = dl_buffer_of(cg->g, kern->root);
+  f->nbufs = 1 + nb;
+  f->buf[0] = f->out;
+  for (int i = 0; i < nb; i++)
+    f->buf[1 + i] = buf_ptr[i];
   f->nops = dl_kernel_operands(p, k, f->op_node);
   for (int j = 0; j < f->nops; j++) {
     DlNodeId id = f->op_node[j];
     f->op_ptr[j] = NULL;
     f->op_const[j] = NULL;
+    f->op_param[j] = -1;
     if (operand_inlined(p, k, id)) {
       f->op_const[j] = f32c(cg, (float)dl_node(cg->g, id)->attr.konst.value);
       continue;
     }
     DlNodeId b = dl_buffer_of(cg->g, id);
-    f->op_ptr[j] = f->out; /* an ASSIGN's kernel reading its own parameter */
+    f->op_param[j] = 0; /* an ASSIGN's kernel reading its own parameter */
     for (int i = 0; i < nb && b != out_buf; i++)
-      if (bufs[i] == b) f->op_ptr[j] = buf_ptr[i];
+      if (bufs[i] == b) f->op_param[j] = 1 + i;
+    f->op_ptr[j] = f->buf[f->op_param[j]];
   }
   for (int i = 0; i < kern->nnodes && kern->kind != DL_KERNEL_OP; i++) {
     const DlNode *nd = dl_node(cg->g, kern->nodes[i]);

@@ -254,15 +254,17 @@ int dlrt_default_threads(void);
 
 /* A part of a job: the indices [begin, end) of [0, count). */
 typedef void (*DlrtTaskFn)(void *arg, int64_t begin, int64_t end);
-/* Run fn over [0, count), split into at most one contiguous range per
- * thread, each range taken by whichever thread is free first (the caller
- * included), and return when all are done.  fn must compute each index the
+/* Run fn over [0, count), split into at most per_thread contiguous ranges
+ * per thread, each range taken by whichever thread is free first (the caller
+ * included), and return when all are done (more ranges balance better when
+ * cores are shared; fewer suit tasks with a fixed cost per range).  fn must compute each index the
  * same way whichever range it falls in; then the result does not depend on
  * the number of threads.  With pool NULL, a pool of one thread, count < 2,
  * or a call made while the pool is busy (from a task, or from a second
  * thread), fn(arg, 0, count) runs on the calling thread.  Compiled code
  * calls this. */
-void dlrt_parallel_for(DlrtPool *pool, int64_t count, DlrtTaskFn fn, void *arg);
+void dlrt_parallel_for(DlrtPool *pool, int64_t count, int32_t per_thread, DlrtTaskFn fn,
+                       void *arg);
 
 /* ---- random numbers ----
  * Counter-based (a stateless hash of seed, stream and counter), so any value

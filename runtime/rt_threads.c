@@ -1,15 +1,17 @@
 /* rt_threads.c - the thread pool compiled code splits its large kernels over.
  *
- * One job at a time: dlrt_parallel_for posts (fn, arg, count), split into at
- * most one contiguous range per thread, and every thread that is awake
- * (the caller first) takes the next untaken range until none is left.  The
+ * One job at a time: dlrt_parallel_for posts (fn, arg, count), split into
+ * contiguous ranges (a few per thread), and every thread that is awake (the
+ * caller first) takes the next untaken range until none is left.  The
  * ranges are taken under the pool's lock, so no range runs twice and a job
  * cannot end while a range of it is running.  Workers wait on a condition
  * variable between jobs and never spin: on a machine whose cores are shared,
  * a spinning worker takes a core from someone else (PyTorch's OpenMP threads
  * spinning for a busy core took 30 times longer than one thread on the
- * benchmark machine).  And because the caller takes ranges too, a worker that
- * wakes late costs nothing: the caller has run its range by then.
+ * benchmark machine).  Because the caller takes ranges too, a worker that
+ * wakes late costs little: the caller has taken the ranges by then; and with
+ * several ranges per thread, a worker that loses its core in the middle of
+ * a job holds up only a small range.
  *
  * Which thread runs a range never changes what it computes, so compiled code
  * that writes each output element from exactly one index gives the same bits
@@ -128,7 +130,7 @@ int dlrt_pool_threads(const DlrtPool *p) {
   return p ? p->nthreads : 1;
 }
 
-void dlrt_parallel_for(DlrtPool *p, int64_t count, DlrtTaskFn fn, void *arg) {
+void dlrt_parallel_for(DlrtPool *p, int64_t count, int32_t per_thread, DlrtTaskFn fn, void *arg) {
   if (count <= 0) return;
   if (!p || p->nthreads <= 1 || count < 2) {
     fn(arg, 0, count);
@@ -144,7 +146,8 @@ void dlrt_parallel_for(DlrtPool *p, int64_t count, DlrtTaskFn fn, void *arg) {
   p->fn = fn;
   p->arg = arg;
   p->count = count;
-  p->nranges = count < p->nthreads ? (int)count : p->nthreads;
+  int64_t want = (int64_t)p->nthreads * (per_thread < 1 ? 1 : per_thread);
+  p->nranges = count < want ? (int)count : (int)want;
   p->next = 0;
   p->finished = 0;
   /* Wake as many workers as there are ranges besides the caller's. */
