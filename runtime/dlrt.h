@@ -330,6 +330,7 @@ typedef struct DlrtBatchStats {
   int64_t epoch, batch, batches; /* 1-based epoch and batch, batches per epoch */
   int64_t rows;                  /* rows trained on so far this epoch */
   double loss;                   /* mean loss so far this epoch */
+  double batch_loss;             /* this batch's loss */
   double lr;                     /* of this batch's step */
   double seconds;                /* since the epoch started */
 } DlrtBatchStats;

@@ -494,6 +494,7 @@ int dlrt_train(DlrtContext *ctx, const DlrtDataset *ds, const DlrtTrainOptions *
                              .batches = batches,
                              .rows = start + n,
                              .loss = loss_sum / (double)(start + n),
+                             .batch_loss = loss,
                              .lr = lr,
                              .seconds = seconds_since(&started)};
         if (opts->on_batch(user, &bs) != 0) {
