@@ -354,6 +354,10 @@ typedef struct DlrtTrainOptions {
   DlrtAugment augment;
   /* Called after every batch (progress bars); NULL: not. */
   DlrtBatchFn on_batch;
+  /* The planned length of the whole run, over which schedules span (0: the
+   * epochs done before plus `epochs`).  A run stopped early and resumed
+   * later gives the same rates as one that never stopped. */
+  int64_t schedule_epochs;
 } DlrtTrainOptions;
 
 typedef struct DlrtEpochStats {

@@ -124,6 +124,7 @@ static int augment_prepare(const DlrtTensor *t, const DlrtField *field, const Dl
     h = t->dims[t->rank - 2];
     w = t->dims[t->rank - 1];
   }
+  if (aug->shift == 0 && (h <= 0 || w <= 0)) h = w = 1; /* noise needs no image */
   if (h <= 0 || w <= 0)
     return dlrt_fail(err,
                      "cannot augment input '%s': its rows are not images (declare it "
@@ -446,7 +447,7 @@ int dlrt_train(DlrtContext *ctx, const DlrtDataset *ds, const DlrtTrainOptions *
   DlrtTrainState *ts = &ctx->train;
   int64_t last_epoch = ts->epoch + opts->epochs;
   /* Schedules span the whole run, the epochs before a resumption included. */
-  int64_t total_steps = last_epoch * batches;
+  int64_t total_steps = (opts->schedule_epochs > 0 ? opts->schedule_epochs : last_epoch) * batches;
   feed.seed = opts->seed;
   int rc = 0;
   bool stopped = false;

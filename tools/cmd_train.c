@@ -46,6 +46,8 @@ static const char train_help[] =
     "  --load CKPT         start from the parameters of a checkpoint\n"
     "  --resume CKPT       continue the run a checkpoint saved: parameters, optimiser\n"
     "                      state, epoch, step and seed (bit for bit as if never stopped)\n"
+    "  --stop-after E      end this invocation after epoch E, as if interrupted (the\n"
+    "                      schedule still spans --epochs); continue with --resume\n"
     "  --save CKPT         write parameters, optimiser state and the training position\n"
     "                      (safetensors, atomically) after every epoch and at the end\n"
     "  --plot FILE.svg     draw training and validation loss and accuracy per epoch\n"
@@ -94,6 +96,7 @@ typedef struct TrainReport {
   const DriverOptions *o;
   DlrtContext *ctx;
   int64_t epochs; /* the last epoch of the run */
+  int64_t until;  /* the last epoch of this invocation (--stop-after) */
   int64_t rows;   /* training rows per epoch */
   FILE *log;
   bool progress, quiet;
@@ -126,7 +129,7 @@ static int on_batch(void *user, const DlrtBatchStats *b) {
   bar[BAR] = 0;
   double rate = b->seconds > 0 ? (double)b->rows / b->seconds : 0;
   /* The rest of this epoch and the epochs after it, at this epoch's rate. */
-  double left_rows = (double)(r->rows - b->rows) + (double)(r->epochs - b->epoch) * (double)r->rows;
+  double left_rows = (double)(r->rows - b->rows) + (double)(r->until - b->epoch) * (double)r->rows;
   char eta[32];
   format_duration(eta, sizeof eta, rate > 0 ? left_rows / rate : 0);
   printf("\r\033[Kepoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.0f samples/s  ETA %s",
@@ -157,9 +160,9 @@ static int on_epoch(void *user, const DlrtEpochStats *st) {
       return 1;
     }
   }
-  int64_t span = r->epochs - r->first_epoch + 1;
+  int64_t span = r->until - r->first_epoch + 1;
   int64_t every = span > 20 ? span / 10 : 1;
-  bool show = r->o->verbose || st->epoch == r->first_epoch || st->epoch == r->epochs ||
+  bool show = r->o->verbose || st->epoch == r->first_epoch || st->epoch == r->until ||
               st->stop || (st->epoch - r->first_epoch + 1) % every == 0;
   if (r->progress) printf("\r\033[K");
   if (show && !r->quiet) {
@@ -384,7 +387,8 @@ static int lr_sweep(Prepared *p, const DriverOptions *o) {
     }
     DlrtTrainOptions to = p->to;
     to.schedule.lr = rates[i];
-    TrainReport rep = {.o = o, .ctx = p->ctx, .epochs = to.epochs, .rows = p->data.train.nrows,
+    TrainReport rep = {.o = o, .ctx = p->ctx, .epochs = to.epochs, .until = to.epochs,
+                       .rows = p->data.train.nrows,
                        .first_epoch = 1, .quiet = true};
     rep.history.best_epoch = NAN;
     int rc = dlrt_train(p->ctx, &p->data.train, &to, on_epoch, &rep, &err);
@@ -449,7 +453,7 @@ int cmd_train(int argc, char **argv) {
       &o, argc, argv,
       "--model --epochs --lr --batch --seed --load --save --log --verbose -v --quiet -q -O0 -O1 "
       "-O2 -O3 --resume --plot --optimizer --momentum --weight-decay --clip --schedule --warmup "
-      "--validation --patience --shift --noise --limit --progress --no-progress",
+      "--validation --patience --shift --noise --limit --progress --no-progress --stop-after",
       train_help);
   if (rc) return rc == 2 ? 0 : 1;
   Prepared p = {0};
@@ -468,12 +472,16 @@ int cmd_train(int argc, char **argv) {
     driver_error("cannot open log file '%s'", o.log);
     goto done;
   }
-  /* --epochs counts the whole run, so a resumed run trains what is left. */
+  /* --epochs counts the whole run, so a resumed run trains what is left;
+   * --stop-after ends this invocation early, the schedule unchanged. */
   int64_t total = p.to.epochs, done_epochs = ctx->train.epoch;
-  p.to.epochs = total > done_epochs ? total - done_epochs : 0;
+  int64_t until = o.stop_after > 0 && o.stop_after < total ? o.stop_after : total;
+  p.to.epochs = until > done_epochs ? until - done_epochs : 0;
+  p.to.schedule_epochs = total;
   rep = (TrainReport){.o = &o,
                       .ctx = ctx,
                       .epochs = total,
+                      .until = until,
                       .rows = p.data.train.nrows,
                       .log = log,
                       .progress = want_progress(&o),

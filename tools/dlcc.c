@@ -44,7 +44,7 @@ void options_init(DriverOptions *o) {
   o->opt_level = 3;
   o->momentum = o->weight_decay = o->clip = o->warmup = o->validation = o->noise = -1;
   o->lr_start = o->lr_end = -1;
-  o->patience = o->limit = o->shift = -1;
+  o->patience = o->limit = o->shift = o->stop_after = -1;
   o->progress = -1;
 }
 
@@ -96,6 +96,7 @@ static int64_t *int_option(DriverOptions *o, const char *a) {
   if (!strcmp(a, "--patience")) return &o->patience;
   if (!strcmp(a, "--limit")) return &o->limit;
   if (!strcmp(a, "--shift")) return &o->shift;
+  if (!strcmp(a, "--stop-after")) return &o->stop_after;
   return NULL;
 }
 static double *nonnegative_option(DriverOptions *o, const char *a) {

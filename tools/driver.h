@@ -44,7 +44,7 @@ typedef struct DriverOptions {
   const char *split;     /* --split train|validation|test */
   double momentum, weight_decay, clip, warmup, validation, noise;
   double lr_start, lr_end; /* lr-find */
-  int64_t patience, limit, shift;
+  int64_t patience, limit, shift, stop_after;
   int progress; /* --progress 1, --no-progress 0, else -1: when stdout is a terminal */
 } DriverOptions;
 

@@ -13,7 +13,7 @@ static const char *const palette[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7"
                                       "#E69F00", "#56B4E9", "#000000", "#F0E442"};
 enum { NPALETTE = sizeof palette / sizeof palette[0] };
 
-enum { PANEL_W = 460, PANEL_H = 340, MARGIN_L = 70, MARGIN_R = 20, MARGIN_T = 40, MARGIN_B = 50 };
+enum { PANEL_W = 460, PANEL_H = 340, MARGIN_L = 70, MARGIN_R = 20, MARGIN_T = 60, MARGIN_B = 50 };
 
 static void put_escaped(FILE *f, const char *s) {
   for (; s && *s; s++) {
@@ -166,12 +166,21 @@ static void panel_svg(FILE *f, const PlotPanel *p, double ox, double mark_x,
           fprintf(f, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"2.5\" fill=\"%s\"/>\n", PX(cv->x[i]),
                   PY(fmin(fmax(cv->y[i], ay.lo), ay.hi)), colour);
   }
-  /* legend, top right inside the plot */
-  double lx = x1 - 150, ly = y1 + 8;
+  /* The legend goes in a right-hand corner the curves leave free: the top
+   * unless they end high there. */
+  double high = 0;
+  for (int c = 0; c < p->ncurves; c++)
+    for (int i = 0; i < p->curves[c].n; i++) {
+      double xv = p->curves[c].x[i], yv = p->curves[c].y[i];
+      if (isfinite(xv) && isfinite(yv) && !(p->xlog && xv <= 0) && axis_pos(&ax, xv) > 0.55)
+        high = fmax(high, axis_pos(&ay, yv));
+    }
+  double lheight = 8 + 16 * p->ncurves;
+  double lx = x1 - 150, ly = high > 0.55 ? y0 - 8 - lheight : y1 + 8;
   fprintf(f,
           "<g class=\"legend\" font-size=\"11\"><rect x=\"%.1f\" y=\"%.1f\" width=\"145\" "
-          "height=\"%d\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#bbb\"/>\n",
-          lx, ly, 8 + 16 * p->ncurves);
+          "height=\"%.0f\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#bbb\"/>\n",
+          lx, ly, lheight);
   for (int c = 0; c < p->ncurves; c++) {
     const PlotCurve *cv = &p->curves[c];
     double yy = ly + 14 + 16 * c;
@@ -201,7 +210,7 @@ bool plot_svg(const char *path, const char *title, const PlotPanel *panels, int 
           "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
           "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\">\n"
           "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-          "<text class=\"heading\" x=\"%d\" y=\"20\" text-anchor=\"middle\" font-size=\"16\" "
+          "<text class=\"heading\" x=\"%d\" y=\"24\" text-anchor=\"middle\" font-size=\"16\" "
           "font-weight=\"bold\">",
           width, height, width, height, width / 2);
   put_escaped(f, title);
