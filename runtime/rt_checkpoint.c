@@ -239,6 +239,8 @@ int dlrt_resume(DlrtContext *ctx, const char *path, DlrtError *err) {
     copy_role(ctx, &file, DLRT_ROLE_PARAM);
     copy_role(ctx, &file, DLRT_ROLE_STATE);
     ctx->train = position;
+    ctx->seed = position.seed; /* dropout's seed */
+    ctx->steps = (uint64_t)position.step;
     free(ctx->best);
     ctx->best = best;
   }

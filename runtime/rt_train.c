@@ -209,7 +209,7 @@ static int64_t source_row(const int64_t *perm, int64_t start, int64_t r) {
 
 /* Random streams of the runtime's draws (besides shuffling, which uses the
  * epoch number itself): distinct constants mixed with the epoch. */
-enum { STREAM_SHIFT = 0x5348, STREAM_NOISE = 0x4e4f, STREAM_DROPOUT = 0x4450 };
+enum { STREAM_SHIFT = 0x5348, STREAM_NOISE = 0x4e4f };
 
 static uint64_t epoch_stream(uint64_t kind, int64_t epoch) {
   return dlrt_hash64(kind << 32 ^ (uint64_t)epoch);
@@ -366,12 +366,6 @@ static int check_train_setup(DlrtContext *ctx, const DlrtDataset *ds, const Dlrt
   return 0;
 }
 
-/* The dropout seed of a step: 24 bits, so the float hyperparameter holds it
- * exactly. */
-static float dropout_seed(uint64_t seed, int64_t step) {
-  return (float)(dlrt_hash64(seed ^ dlrt_hash64(STREAM_DROPOUT + (uint64_t)step)) >> 40);
-}
-
 /* Copy the parameters into ctx->best (allocated on first use). */
 static int snapshot_best(DlrtContext *ctx, DlrtError *err) {
   const DlrtProgram *prog = ctx->prog;
@@ -474,9 +468,10 @@ int dlrt_train(DlrtContext *ctx, const DlrtDataset *ds, const DlrtTrainOptions *
         dlrt_set_hyper_if_present(ctx, "lr", (float)lr);
       }
       dlrt_set_hyper_if_present(ctx, "train.step", (float)(ts->step + 1));
-      dlrt_set_hyper_if_present(ctx, "train.mode", 1.0f);
-      dlrt_set_hyper_if_present(ctx, "train.seed", dropout_seed(opts->seed, ts->step));
+      /* Dropout's mode and seed: the seed counts the run's steps. */
+      ctx->steps = (uint64_t)ts->step;
       feed_rows(&feed, order, start, n);
+      dlrt_set_training(ctx, 1);
       prog->train_step(ctx->mem, n);
       ts->step++;
       float loss = *loss_value;
@@ -551,12 +546,12 @@ int dlrt_evaluate(DlrtContext *ctx, const DlrtDataset *ds, double *loss, double 
     feed_free(&feed);
     return -1;
   }
-  dlrt_set_hyper_if_present(ctx, "train.mode", 0.0f);
   double loss_sum = 0.0;
   int64_t correct = 0;
   for (int64_t start = 0; start < ds->nrows; start += feed.rows_per_call) {
     int64_t n = ds->nrows - start < feed.rows_per_call ? ds->nrows - start : feed.rows_per_call;
     feed_rows(&feed, NULL, start, n);
+    dlrt_set_training(ctx, 0);
     prog->forward(ctx->mem, n);
     if (loss_value) loss_sum += (double)*loss_value * (double)n;
     correct += count_correct(&feed, NULL, start, n);
@@ -586,12 +581,12 @@ int dlrt_predict(DlrtContext *ctx, const DlrtDataset *ds, float *out, DlrtError 
     feed_free(&feed);
     return -1;
   }
-  dlrt_set_hyper_if_present(ctx, "train.mode", 0.0f);
   const float *output = dlrt_data(ctx, output_i);
   int64_t width = dlrt_numel(&prog->tensors[output_i], 1);
   for (int64_t start = 0; start < ds->nrows; start += feed.rows_per_call) {
     int64_t n = ds->nrows - start < feed.rows_per_call ? ds->nrows - start : feed.rows_per_call;
     feed_rows(&feed, NULL, start, n);
+    dlrt_set_training(ctx, 0);
     prog->forward(ctx->mem, n);
     memcpy(out + start * width, output, (size_t)(n * width) * sizeof(float));
   }
