@@ -53,7 +53,7 @@ static const char *resolve(DlCompiler *cc, const DlAstFile *from, const AstImpor
   const char *candidate = join_dir(cc, from->path, dirlen, imp->path);
   if (access(candidate, R_OK) == 0) return candidate;
   const char *searched =
-      dl_arena_printf(cc->arena, "'%.*s'", (int)dirlen, dirlen ? from->path : ".");
+      dirlen ? dl_arena_printf(cc->arena, "'%.*s'", (int)dirlen, from->path) : "'.'";
   for (int i = 0; i < cc->nimport_dirs; i++) {
     const char *dir = cc->import_dirs[i];
     candidate = join_dir(cc, dir, strlen(dir), imp->path);
@@ -71,17 +71,17 @@ static const DlAstFile *find_loaded(const DlAstFile *root, const char *real) {
   return NULL;
 }
 
-/* "a.nnl imports b.nnl, which imports a.nnl" for a cycle closing at `file`. */
-static const char *cycle_text(DlCompiler *cc, const ImportFrame *stack, const char *real,
-                              const char *path) {
+/* "a.nnl imports b.nnl, which imports a.nnl" for an import of `real`, a
+ * file on the stack. */
+static const char *cycle_text(DlCompiler *cc, const ImportFrame *stack, const char *real) {
   const ImportFrame *start = stack;
-  while (start && strcmp(start->file->real_path, real) != 0)
+  while (strcmp(start->file->real_path, real) != 0)
     start = start->outer;
   /* The chain runs from `start` (outermost of the cycle) inward to stack. */
-  const char *text = dl_arena_printf(cc->arena, "'%s'", path);
-  for (const ImportFrame *f = stack; f && f != start; f = f->outer)
+  const char *text = dl_arena_printf(cc->arena, "'%s'", start->file->path);
+  for (const ImportFrame *f = stack; f != start; f = f->outer)
     text = dl_arena_printf(cc->arena, "'%s', which imports %s", f->file->path, text);
-  return dl_arena_printf(cc->arena, "'%s' imports %s", start ? start->file->path : path, text);
+  return dl_arena_printf(cc->arena, "'%s' imports %s", start->file->path, text);
 }
 
 static void load_imports(DlCompiler *cc, DlAstFile *root, DlAstFile *file,
@@ -96,7 +96,7 @@ static void load_imports(DlCompiler *cc, DlAstFile *root, DlAstFile *file,
     for (const ImportFrame *f = &frame; f; f = f->outer)
       on_stack |= strcmp(f->file->real_path, real) == 0;
     if (on_stack) {
-      dl_error(cc, imp->loc, "import cycle: %s", cycle_text(cc, &frame, real, path));
+      dl_error(cc, imp->loc, "import cycle: %s", cycle_text(cc, &frame, real));
       continue;
     }
     if (find_loaded(root, real)) continue;

@@ -154,7 +154,7 @@ typedef struct StmtNaming {
 typedef struct ParamEntry {
   const char *name;
   DlNodeId node;
-  DlLoc loc;
+  DlLoc loc; /* the call that created it (its declaration outside defs) */
 } ParamEntry;
 
 typedef struct Lower {

@@ -188,7 +188,7 @@ static DlNodeId declare_param(Lower *L, const char *name, DlLoc loc, DlShape sha
     } else {
       return p->node;
     }
-    dl_note(L->cc, p->loc, "'%s' was first declared here", name);
+    dl_note(L->cc, p->loc, "'%s' was first created here", name);
     dl_note(L->cc, loc,
             "calls with the same instance name share parameters; give one call its own name with "
             "'as'");
@@ -196,7 +196,8 @@ static DlNodeId declare_param(Lower *L, const char *name, DlLoc loc, DlShape sha
   }
   DlNodeId node = dl_param(L->g, loc, name, shape, init);
   DL_ARENA_GROW(L->cc->arena, L->params, L->nparams, L->param_cap);
-  L->params[L->nparams++] = (ParamEntry){name, node, loc};
+  /* Inside a def, the call that created it says more than the declaration. */
+  L->params[L->nparams++] = (ParamEntry){name, node, L->frames ? L->frames->call_loc : loc};
   return node;
 }
 
@@ -219,6 +220,11 @@ static void assign_var(Lower *L, const char *name, Value v, DlLoc loc) {
   if (v.kind == VAL_TENSOR && !dl_node(L->g, v.node)->name)
     dl_node_set_name(L->g, v.node, full_name(L, name));
   Sym *here = scope_find_local(L->cur, name);
+  if (here && here->kind == SYM_LOOP) {
+    dl_error(L->cc, loc, "cannot assign to the loop variable '%s'", name);
+    dl_note(L->cc, here->loc, "'%s' is declared here", name);
+    return;
+  }
   if (here) {
     dl_error(L->cc, loc, "redefinition of '%s'", name);
     dl_note(L->cc, here->loc, "previous definition is here");
@@ -473,6 +479,7 @@ Value call_def(Lower *L, const AstBlock *def, const AstExpr *call, const char *a
   L->frames = &frame;
   L->naming = NULL;
   int errors_before = L->cc->nerrors, call_site_errors = 0;
+  bool bound_all = true;
   for (int i = 0; i < np; i++) {
     const AstParam *p = &def->params.items[i];
     Value v = vals[i];
@@ -491,11 +498,15 @@ Value call_def(Lower *L, const AstBlock *def, const AstExpr *call, const char *a
     if (old) {
       dl_error(L->cc, p->loc, "'%s' is already a size in an earlier shape pattern", p->name);
       dl_note(L->cc, old->loc, "'%s' is bound here", p->name);
+      bound_all = false;
       continue;
     }
     scope_add(L, &scope, p->name, SYM_VAR, v, p->loc);
+    bound_all &= v.kind != VAL_ERROR;
   }
-  Value result = run_body(L, def);
+  /* With an argument missing its value (already reported), the body would
+   * only repeat the error: its sizes are unbound. */
+  Value result = bound_all ? run_body(L, def) : val_error();
   if (L->cc->nerrors - errors_before > call_site_errors)
     dl_note(L->cc, call->loc, "in call to '%s' here", def->name);
   L->cur = saved_cur;

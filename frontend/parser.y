@@ -55,6 +55,8 @@ static void add_def(NnlParseState *st, NNL_LTYPE kw, NnlToken name, NNL_LTYPE na
 static AstExpr *call_expr(NnlParseState *st, AstExpr *callee, AstArgList *args, AstExpr *instance);
 static AstExpr *index_expr(NnlParseState *st, DlLoc loc, AstExpr *base, AstExprList *items);
 static AstExpr *slice_expr(NnlParseState *st, DlLoc loc, AstExpr *lo, AstExpr *hi);
+static AstExpr *slice_step(NnlParseState *st, NNL_LTYPE colon, DlLoc loc, AstExpr *lo,
+                           AstExpr *hi);
 
 #define LOC(l) ((DlLoc){st->file, (l).first_line, (l).first_column})
 #define CC (st->cc)
@@ -279,6 +281,10 @@ index
   | COLON expr { $$ = slice_expr(st, LOC(@1), NULL, $2); }
   | expr COLON { $$ = slice_expr(st, $1->loc, $1, NULL); }
   | expr COLON expr { $$ = slice_expr(st, $1->loc, $1, $3); }
+  /* Steps are not part of the language: say so rather than "unexpected". */
+  | expr COLON expr COLON expr { $$ = slice_step(st, @4, $1->loc, $1, $3); }
+  | expr COLON COLON expr { $$ = slice_step(st, @3, $1->loc, $1, NULL); }
+  | COLON COLON expr { $$ = slice_step(st, @2, LOC(@1), NULL, NULL); }
   ;
 
 args
@@ -366,6 +372,12 @@ static AstExpr *slice_expr(NnlParseState *st, DlLoc loc, AstExpr *lo, AstExpr *h
   e->u.slice.lo = lo;
   e->u.slice.hi = hi;
   return e;
+}
+
+static AstExpr *slice_step(NnlParseState *st, NNL_LTYPE colon, DlLoc loc, AstExpr *lo,
+                           AstExpr *hi) {
+  dl_error(st->cc, LOC(colon), "slices have no step: write lo:hi");
+  return slice_expr(st, loc, lo, hi);
 }
 
 static AstStmt *decl_stmt(NnlParseState *st, AstStmtKind kind, NNL_LTYPE kw, NnlToken name,
