@@ -195,6 +195,10 @@ DlNodeId value_tensor(Lower *L, Value v, DlLoc loc) {
     dl_error(L->cc, loc, "'%s' returns %d values; assign them to %d names (a, b = ...)", v.origin,
              v.n, v.n);
     break;
+  case VAL_LIST:
+    dl_error(L->cc, loc,
+             "a list is not a tensor (stack(list, axis = k) or concat(list, axis = k) makes one)");
+    break;
   }
   return DL_NONE;
 }
@@ -462,13 +466,19 @@ static DlNodeId concat_all(Lower *L, DlLoc loc, const DlNodeId *parts, int n, co
 static Value lower_concat(Lower *L, const AstExpr *call) {
   const AstArgList *args = &call->u.call.args;
   const AstExpr *axis_e = NULL;
-  DlNodeId *parts = dl_arena_alloc(L->cc->arena, sizeof(DlNodeId) * (size_t)(args->n + 1));
-  int n = 0;
+  DlNodeId *parts = NULL;
+  int n = 0, cap = 0;
   bool ok = true;
   for (int i = 0; i < args->n; i++) {
     const AstArg *a = &args->items[i];
     if (!a->name) {
-      parts[n++] = lower_expr(L, a->value);
+      /* A list argument stands for its elements: concat(outputs, axis = 1). */
+      Value v = lower_value(L, a->value);
+      bool many = v.kind == VAL_LIST || v.kind == VAL_TUPLE;
+      for (int k = 0; k < (many ? v.n : 1); k++) {
+        DL_ARENA_GROW(L->cc->arena, parts, n, cap);
+        parts[n++] = value_tensor(L, many ? v.items[k] : v, a->value->loc);
+      }
     } else if (strcmp(a->name, "axis") == 0 && !axis_e) {
       axis_e = a->value;
     } else {
@@ -496,26 +506,16 @@ static Value lower_stack(Lower *L, const AstExpr *call, const AstExpr *const *ar
   if (args[1] &&
       !expect_static_int(L, args[1], "'axis'", "an integer", INT32_MIN, INT32_MAX, &axis))
     return val_error();
-  int n = 0;
-  DlNodeId *parts = NULL;
-  if (args[0]->kind == AST_LIST) {
-    n = args[0]->u.list.n;
-    parts = dl_arena_alloc(L->cc->arena, sizeof(DlNodeId) * (size_t)(n + 1));
-    for (int i = 0; i < n; i++)
-      parts[i] = lower_expr(L, args[0]->u.list.items[i]);
-  } else {
-    Value v = lower_value(L, args[0]);
-    if (v.kind == VAL_ERROR) return v;
-    if (v.kind != VAL_TUPLE) {
-      dl_error(L->cc, args[0]->loc,
-               "'stack' needs a list of tensors, like stack([a, b], axis = 1)");
-      return val_error();
-    }
-    n = v.n;
-    parts = dl_arena_alloc(L->cc->arena, sizeof(DlNodeId) * (size_t)(n + 1));
-    for (int i = 0; i < n; i++)
-      parts[i] = value_tensor(L, v.items[i], args[0]->loc);
+  Value v = lower_value(L, args[0]);
+  if (v.kind == VAL_ERROR) return v;
+  if (v.kind != VAL_LIST && v.kind != VAL_TUPLE) {
+    dl_error(L->cc, args[0]->loc, "'stack' needs a list of tensors, like stack([a, b], axis = 1)");
+    return val_error();
   }
+  int n = v.n;
+  DlNodeId *parts = dl_arena_alloc(L->cc->arena, sizeof(DlNodeId) * (size_t)(n + 1));
+  for (int i = 0; i < n; i++)
+    parts[i] = value_tensor(L, v.items[i], args[0]->loc);
   if (n == 0) {
     dl_error(L->cc, args[0]->loc, "'stack' needs at least one tensor");
     return val_error();
@@ -873,6 +873,21 @@ static const AstExpr *unwrap_transpose(const Lower *L, const AstExpr *e, bool *f
   return a->value;
 }
 
+/* list + list: the elements of both, in order. */
+static Value list_concat(Lower *L, const AstExpr *e, Value a, Value b) {
+  if (b.kind == VAL_ERROR) return b;
+  if (b.kind != VAL_LIST) {
+    dl_error(L->cc, e->loc, "a list can only be added to a list, like outputs + [y]");
+    return val_error();
+  }
+  Value *items = dl_arena_alloc(L->cc->arena, sizeof(Value) * (size_t)(a.n + b.n + 1));
+  for (int i = 0; i < a.n; i++)
+    items[i] = a.items[i];
+  for (int i = 0; i < b.n; i++)
+    items[a.n + i] = b.items[i];
+  return (Value){.kind = VAL_LIST, .node = DL_NONE, .n = a.n + b.n, .items = items};
+}
+
 static Value lower_binary(Lower *L, const AstExpr *e) {
   const AstExpr *lhs = e->u.binary.lhs, *rhs = e->u.binary.rhs;
   DlGraph *g = L->g;
@@ -892,7 +907,9 @@ static Value lower_binary(Lower *L, const AstExpr *e) {
   }
   /* Operands are lowered in source order, numbers included, so the IR
    * reads like the source. */
-  DlNodeId a = lower_expr(L, lhs);
+  Value av = lower_value(L, lhs);
+  if (op == '+' && av.kind == VAL_LIST) return list_concat(L, e, av, lower_value(L, rhs));
+  DlNodeId a = value_tensor(L, av, lhs->loc);
   DlNodeId b = lower_expr(L, rhs);
   switch (op) {
   case '+': return val_tensor(dl_binary(g, DL_OP_ADD, e->loc, a, b));
@@ -935,8 +952,29 @@ static Value lower_name(Lower *L, const AstExpr *e) {
 
 /* x[i, a:b, :, ...]: compile-time positions and half-open slices; a
  * position removes its axis.  Negative values count from the end. */
+static Value list_index(Lower *L, const AstExpr *e, Value list) {
+  const AstExprList *items = &e->u.index.items;
+  int64_t k;
+  if (items->n != 1 || items->items[0]->kind == AST_SLICE ||
+      items->items[0]->kind == AST_ELLIPSIS) {
+    dl_error(L->cc, e->loc, "a list takes one index, like outputs[0]");
+    return val_error();
+  }
+  if (!expect_static_int(L, items->items[0], "an index", "an integer", INT32_MIN, INT32_MAX, &k))
+    return val_error();
+  int64_t p = k < 0 ? k + list.n : k;
+  if (p < 0 || p >= list.n) {
+    dl_error(L->cc, items->items[0]->loc, "index %lld is out of range for a list of %d",
+             (long long)k, list.n);
+    return val_error();
+  }
+  return list.items[p];
+}
+
 static Value lower_index(Lower *L, const AstExpr *e) {
-  DlNodeId x = lower_expr(L, e->u.index.base);
+  Value base = lower_value(L, e->u.index.base);
+  if (base.kind == VAL_LIST || base.kind == VAL_TUPLE) return list_index(L, e, base);
+  DlNodeId x = value_tensor(L, base, e->u.index.base->loc);
   const AstExprList *items = &e->u.index.items;
   int nellipsis = 0;
   for (int i = 0; i < items->n; i++)
@@ -1046,6 +1084,15 @@ static Value lower_index(Lower *L, const AstExpr *e) {
 
 /* ---- expressions ---- */
 
+/* Is a bracketed list a literal tensor: compile-time numbers, possibly
+ * nested? */
+static bool numbers_only(const Lower *L, const AstExpr *e) {
+  if (e->kind != AST_LIST) return is_static(L, e);
+  for (int i = 0; i < e->u.list.n; i++)
+    if (!numbers_only(L, e->u.list.items[i])) return false;
+  return true;
+}
+
 Value lower_value(Lower *L, const AstExpr *e) {
   if (!e) return val_error();
   switch (e->kind) {
@@ -1063,10 +1110,17 @@ Value lower_value(Lower *L, const AstExpr *e) {
     dl_error(L->cc, e->loc, "'...' can only appear in an index or a def's shape pattern");
     return val_error();
   case AST_LIST: {
-    DlShape shape;
-    float *data;
-    if (!literal_tensor(L, e, &shape, &data)) return val_error();
-    return val_tensor(dl_const_data(L->g, e->loc, shape, data));
+    if (e->u.list.n > 0 && numbers_only(L, e)) {
+      DlShape shape;
+      float *data;
+      if (!literal_tensor(L, e, &shape, &data)) return val_error();
+      return val_tensor(dl_const_data(L->g, e->loc, shape, data));
+    }
+    /* Anything else is a list of values: [], [h], [a, b]. */
+    Value *items = dl_arena_alloc(L->cc->arena, sizeof(Value) * (size_t)(e->u.list.n + 1));
+    for (int i = 0; i < e->u.list.n; i++)
+      items[i] = lower_value(L, e->u.list.items[i]);
+    return (Value){.kind = VAL_LIST, .node = DL_NONE, .n = e->u.list.n, .items = items};
   }
   case AST_NEG: {
     if (is_static(L, e->u.operand)) {

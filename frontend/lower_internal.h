@@ -82,8 +82,9 @@ typedef enum ValKind {
   VAL_NUMBER,
   VAL_BOOL,
   VAL_STRING,
-  VAL_FUNC, /* a builtin or a def, e.g. the `act = relu` argument */
-  VAL_TUPLE,
+  VAL_FUNC,  /* a builtin or a def, e.g. the `act = relu` argument */
+  VAL_TUPLE, /* the values of `return a, b` */
+  VAL_LIST,  /* [a, b, ...] of values that are not all numbers; [] */
 } ValKind;
 
 typedef struct Value {
@@ -94,7 +95,7 @@ typedef struct Value {
   const char *string;
   const Builtin *builtin; /* VAL_FUNC: one of builtin and def */
   const AstBlock *def;
-  int n; /* VAL_TUPLE */
+  int n; /* VAL_TUPLE, VAL_LIST */
   const struct Value *items;
   const char *origin; /* VAL_TUPLE, VAL_NOTHING: the def that returned it */
 } Value;

@@ -595,19 +595,23 @@ static void lower_stmt(Lower *L, const AstStmt *s) {
   case AST_STMT_MULTI: {
     const AstNameList *names = s->names;
     Value v = assigned_value(L, s->value, names->names[0]);
-    if (v.kind != VAL_ERROR && (v.kind != VAL_TUPLE || v.n != names->n)) {
-      if (v.kind == VAL_TUPLE)
+    bool many = v.kind == VAL_TUPLE || v.kind == VAL_LIST;
+    if (v.kind != VAL_ERROR && (!many || v.n != names->n)) {
+      if (v.kind == VAL_LIST)
+        dl_error(L->cc, s->loc, "the list has %d values, but %d names are assigned", v.n, names->n);
+      else if (v.kind == VAL_TUPLE)
         dl_error(L->cc, s->loc, "'%s' returns %d values, but %d names are assigned", v.origin, v.n,
                  names->n);
       else if (v.kind == VAL_NOTHING)
         dl_error(L->cc, s->loc, "'%s' returns no value", v.origin);
       else
-        dl_error(L->cc, s->loc, "%d names are assigned, but the value is not a call returning %d",
+        dl_error(L->cc, s->loc,
+                 "%d names are assigned, but the value is not a list or a call returning %d",
                  names->n, names->n);
       v = val_error();
     }
     for (int i = 0; i < names->n; i++)
-      assign_var(L, names->names[i], v.kind == VAL_TUPLE ? v.items[i] : val_error(),
+      assign_var(L, names->names[i], v.kind != VAL_ERROR ? v.items[i] : val_error(),
                  names->locs[i]);
     break;
   }
