@@ -15,11 +15,17 @@
 
 typedef struct DlAstFile DlAstFile;
 
-/* Parse a file (registered with dl_source_load so diagnostics can quote it).
- * Returns NULL if the file cannot be read; otherwise an AST, possibly
- * partial: check dl_failed(cc). */
+/* Parse a file (registered with dl_source_load so diagnostics can quote it),
+ * and every file it imports, each once.  Returns NULL if the file cannot be
+ * read; otherwise an AST, possibly partial: check dl_failed(cc). */
 DlAstFile *dl_parse_file(DlCompiler *cc, const char *path);
 DlAstFile *dl_parse_string(DlCompiler *cc, const char *name, const char *text);
+
+/* Add a directory that `import "path"` searches (after the importing file's
+ * own directory, in the order added).  The driver adds $DLCC_PATH's entries,
+ * then <source tree>/lang, so `import "std/nn.nnl"` finds the standard
+ * library.  The string is copied. */
+void dl_frontend_add_import_dir(DlCompiler *cc, const char *dir);
 
 /* `dlcc emit tokens`: one token per line, "line:col KIND 'text'". */
 bool dl_dump_tokens(DlCompiler *cc, const char *path, FILE *out);

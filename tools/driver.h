@@ -68,6 +68,9 @@ bool session_plan(Session *s, const DriverOptions *o, int64_t max_batch);
 bool session_jit(Session *s, const DriverOptions *o);
 void session_free(Session *s);
 
+/* The directories `import` searches: $DLCC_PATH's entries, then the source
+ * tree's lang/ (for `import "std/nn.nnl"`). */
+void driver_add_import_dirs(DlCompiler *cc);
 /* Print recorded diagnostics to stderr (with colour on a terminal). */
 void driver_report(Session *s);
 /* "dlcc: error: ..." for errors without a source location. */

@@ -15,9 +15,24 @@ void driver_report(Session *s) {
   if (s->cc) dl_diag_render(s->cc, stderr, s->color);
 }
 
+void driver_add_import_dirs(DlCompiler *cc) {
+  /* $DLCC_PATH (colon-separated) first, so a user can override the library. */
+  const char *env = getenv("DLCC_PATH");
+  while (env && *env) {
+    const char *colon = strchr(env, ':');
+    size_t len = colon ? (size_t)(colon - env) : strlen(env);
+    if (len) dl_frontend_add_import_dir(cc, dl_arena_strndup(cc->arena, env, len));
+    env = colon ? colon + 1 : NULL;
+  }
+  dl_frontend_add_import_dir(cc, DLCC_SOURCE_DIR "/lang");
+}
+
 bool session_parse(Session *s, const DriverOptions *o) {
   s->color = want_color();
-  if (!s->cc) s->cc = dl_compiler_new();
+  if (!s->cc) {
+    s->cc = dl_compiler_new();
+    driver_add_import_dirs(s->cc);
+  }
   if (!o->file) {
     driver_error("no input file (see --help)");
     return false;
