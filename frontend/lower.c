@@ -719,13 +719,14 @@ static void lower_idx(Lower *L, const AstExpr *call, const char *fname, DlDataSp
   d->loc = call->loc;
   if (!bind_train_args(L, call, fname, args)) return;
   single_fields(L, call, fname, d);
-  data_limit(L, args[2], d);
   if (strcmp(fname, "idx") == 0) {
+    data_limit(L, args[2], d);
     d->kind = DL_DATA_IDX;
     data_path_arg(L, args[0], fname, "images path", &d->path);
     data_path_arg(L, args[1], fname, "labels path", &d->labels);
     return;
   }
+  data_limit(L, args[1], d);
   d->kind = strcmp(fname, "mnist") == 0 ? DL_DATA_MNIST : DL_DATA_FASHION_MNIST;
   if (args[0]) {
     const AstExpr *e = args[0];

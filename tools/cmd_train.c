@@ -500,6 +500,14 @@ int cmd_train(int argc, char **argv) {
       printf("resuming from %s after epoch %lld (step %lld)\n", o.resume, (long long)done_epochs,
              (long long)ctx->train.step);
   }
+  /* Text: the loss of predicting the training characters' frequencies. */
+  const DlDataSpec *spec = &s->train.data;
+  if (spec->kind == DL_DATA_TEXT && !o.quiet) {
+    bool val = p.data.has_validation;
+    printf("unigram baseline loss %.6f (on the %s data)\n",
+           dlrt_unigram_loss(&p.data.train, val ? &p.data.validation : &p.data.train, spec->target),
+           val ? "validation" : "training");
+  }
   if (dlrt_train(ctx, &p.data.train, &p.to, on_epoch, &rep, &err) != 0) {
     if (rep.progress) printf("\n");
     driver_error("%s", err.msg);

@@ -87,8 +87,8 @@ static void panel_svg(FILE *f, const PlotPanel *p, double ox, double mark_x,
 #define PX(v) (x0 + (x1 - x0) * axis_pos(&ax, (v)))
 #define PY(v) (y0 - (y0 - y1) * axis_pos(&ay, (v)))
   fprintf(f, "<g class=\"panel\">\n");
-  fprintf(f, "<text class=\"title\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"15\">",
-          (x0 + x1) / 2, MARGIN_T - 14);
+  fprintf(f, "<text class=\"title\" x=\"%.1f\" y=\"%d\" font-size=\"15\">", x0,
+          MARGIN_T - 14);
   put_escaped(f, p->title);
   fprintf(f, "</text>\n");
   /* grid and y ticks */
@@ -138,11 +138,14 @@ static void panel_svg(FILE *f, const PlotPanel *p, double ox, double mark_x,
   fprintf(f, "</text>\n");
   /* the marked position */
   if (isfinite(mark_x) && mark_x >= ax.lo && mark_x <= ax.hi) {
+    /* The label sits above the plot area, away from the nearer edge. */
+    bool right = axis_pos(&ax, mark_x) > 0.5;
     fprintf(f,
             "<g class=\"marker\"><line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
             "stroke=\"#888\" stroke-dasharray=\"6,4\"/>"
-            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555\">",
-            PX(mark_x), y0, PX(mark_x), y1, PX(mark_x) + 4, y1 + 12);
+            "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555\" text-anchor=\"%s\">",
+            PX(mark_x), y0, PX(mark_x), y1, PX(mark_x) + (right ? -4 : 4), y1 - 3,
+            right ? "end" : "start");
     put_escaped(f, mark_label);
     fprintf(f, "</text></g>\n");
   }

