@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* A colour-blind-safe palette (Okabe and Ito). */
@@ -64,6 +65,27 @@ static bool data_range(const PlotPanel *p, bool x, bool log, double *lo, double 
   return *lo <= *hi;
 }
 
+static int compare_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The median of the panel's finite y values (INFINITY when it has none). */
+static double median_y(const PlotPanel *p) {
+  int n = 0;
+  for (int c = 0; c < p->ncurves; c++)
+    n += p->curves[c].n;
+  double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
+  int k = 0;
+  for (int c = 0; c < p->ncurves; c++)
+    for (int i = 0; i < p->curves[c].n; i++)
+      if (isfinite(p->curves[c].y[i])) v[k++] = p->curves[c].y[i];
+  qsort(v, (size_t)k, sizeof *v, compare_double);
+  double m = k == 0 ? INFINITY : k % 2 ? v[k / 2] : 0.5 * (v[k / 2 - 1] + v[k / 2]);
+  free(v);
+  return m > 0 ? m : INFINITY;
+}
+
 static void panel_svg(FILE *f, const PlotPanel *p, double ox, double mark_x,
                       const char *mark_label) {
   double x0 = ox + MARGIN_L, x1 = ox + PANEL_W - MARGIN_R;
@@ -71,6 +93,10 @@ static void panel_svg(FILE *f, const PlotPanel *p, double ox, double mark_x,
   Axis ax = {0, 1, p->xlog}, ay = {0, 1, false};
   if (!data_range(p, true, p->xlog, &ax.lo, &ax.hi)) ax = (Axis){1, 2, p->xlog};
   if (!data_range(p, false, false, &ay.lo, &ay.hi)) ay = (Axis){0, 1, false};
+  /* A diverging curve (a learning rate far too large) would flatten all
+   * the others: the range stops at 4 times the median value, and points
+   * beyond it are drawn at the top. */
+  if (!p->percent) ay.hi = fmin(ay.hi, 4 * median_y(p));
   if (p->percent) {
     ay.hi = fmin(1.0, ay.hi + 0.02);
     ay.lo = fmax(0.0, ay.lo - 0.02);
