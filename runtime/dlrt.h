@@ -1,7 +1,8 @@
 /* dlrt.h - the dlcc runtime: what compiled models run on.
  *
  * It depends on libc and libm only (no LLVM): an object file made by
- * `dlcc compile` links against this library alone.
+ * `dlcc compile` links against this library alone (plus zlib if the program
+ * reads IDX files with dlrt_idx_load, which lives in its own object).
  *
  * A compiled model is described by a DlrtProgram: the size of its memory
  * (one float arena), every named tensor in it (parameters, inputs, outputs,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# setup.sh - install what dlcc needs (Debian 12), build it, and train the
-# example model end to end.
+# setup.sh - install what dlcc needs (Debian 12) and the data sets, build
+# it, and train LeNet-5 on MNIST end to end.
 #
-#   bash tools/setup.sh             install + build + train lang/examples/xor.nnl
+#   bash tools/setup.sh             install + build + train lang/examples/lenet5.nnl
 #   bash tools/setup.sh --no-run    install + build only
 #
 # Run it as root on a fresh machine (it uses apt-get), or as a user with sudo.
@@ -50,10 +50,13 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j"$(nproc)"
 
 if [ "${1:-}" != "--no-run" ]; then
+  # The main job: LeNet-5 (convolutions) on MNIST, its test accuracy and
+  # its training curves.
   echo
-  echo "== dlcc train lang/examples/xor.nnl"
-  "$build"/dlcc train lang/examples/xor.nnl --save "$build"/xor.safetensors
+  echo "== dlcc train lang/examples/lenet5.nnl --save $build/lenet5.safetensors --plot $build/lenet5.svg"
+  "$build"/dlcc train lang/examples/lenet5.nnl --save "$build"/lenet5.safetensors \
+    --plot "$build"/lenet5.svg
   echo
-  echo "== dlcc run lang/examples/xor.nnl --load $build/xor.safetensors"
-  "$build"/dlcc run lang/examples/xor.nnl --load "$build"/xor.safetensors
+  echo "== dlcc eval lang/examples/lenet5.nnl --load $build/lenet5.safetensors"
+  "$build"/dlcc eval lang/examples/lenet5.nnl --load "$build"/lenet5.safetensors
 fi
