@@ -61,7 +61,7 @@ typedef struct DlDataField {
 
 typedef struct DlDataSpec {
   DlDataKind kind;
-  const char *path; /* CSV, TEXT, IDX images: resolved relative to the .nnl file's directory */
+  const char *path;   /* CSV, TEXT, IDX images: resolved relative to the .nnl file's directory */
   const char *labels; /* IDX: the labels file */
   bool header;        /* CSV: first line is a header (csv(..., header = true)) */
   int nfields;
@@ -69,15 +69,19 @@ typedef struct DlDataSpec {
   /* IDX, MNIST, FASHION_MNIST, TEXT feed the model's only input and target */
   const char *input, *target;
   int64_t input_width, target_width;
-  bool test_split;  /* MNIST, FASHION_MNIST: split = "test" */
-  int64_t context;  /* TEXT: characters of context */
-  int64_t limit;    /* the first `limit` rows only (0: all) */
-  double fraction;  /* FRACTION */
+  bool test_split; /* MNIST, FASHION_MNIST: split = "test" */
+  int64_t context; /* TEXT: characters of context */
+  int64_t limit;   /* the first `limit` rows only (0: all) */
+  double fraction; /* FRACTION */
   DlLoc loc;
 } DlDataSpec;
 
 typedef enum DlOptimizerKind { DL_OPT_SGD, DL_OPT_ADAM, DL_OPT_ADAMW } DlOptimizerKind;
-typedef enum DlScheduleKind { DL_SCHEDULE_CONSTANT, DL_SCHEDULE_STEP, DL_SCHEDULE_COSINE } DlScheduleKind;
+typedef enum DlScheduleKind {
+  DL_SCHEDULE_CONSTANT,
+  DL_SCHEDULE_STEP,
+  DL_SCHEDULE_COSINE
+} DlScheduleKind;
 
 typedef struct DlTrainSpec {
   bool present;
@@ -104,10 +108,10 @@ typedef struct DlTrainSpec {
   /* augment = shift(k) | noise(std) | [shift(k), noise(std)] */
   int64_t augment_shift;
   double augment_noise;
-  bool normalize;  /* standardise inputs with the training rows' statistics */
-  int64_t epochs;  /* default 1 */
-  int64_t batch;   /* default 32 (clamped to the data's row count by the driver) */
-  uint64_t seed;   /* default 0 */
+  bool normalize; /* standardise inputs with the training rows' statistics */
+  int64_t epochs; /* default 1 */
+  int64_t batch;  /* default 32 (clamped to the data's row count by the driver) */
+  uint64_t seed;  /* default 0 */
   DlLoc loc;
   DlLoc optimizer_loc, schedule_loc, augment_loc, patience_loc;
 } DlTrainSpec;

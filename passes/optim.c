@@ -37,10 +37,10 @@ DlOptimizer dl_optimizer_default(DlOptimKind kind, double lr) {
 typedef struct Optim {
   DlGraph *g;
   const DlOptimizer *opt;
-  DlNodeId lr;      /* the "lr" hyper */
-  DlNodeId scale;   /* gradient clipping factor, DL_NONE without clipping */
-  DlNodeId step_m;  /* Adam: lr / (1 - b1^t) */
-  DlNodeId corr_v;  /* Adam: sqrt(1 - b2^t) */
+  DlNodeId lr;     /* the "lr" hyper */
+  DlNodeId scale;  /* gradient clipping factor, DL_NONE without clipping */
+  DlNodeId step_m; /* Adam: lr / (1 - b1^t) */
+  DlNodeId corr_v; /* Adam: sqrt(1 - b2^t) */
 } Optim;
 
 static DlNodeId k(DlGraph *g, DlLoc loc, double v) {

@@ -270,11 +270,11 @@ int dlrt_labels_to_field(const float *labels, int64_t nrows, int64_t classes, co
  * prod(sizes[1..]) values scaled to [0, 1]; a labels file (D == 1) gives
  * class indices. */
 typedef struct DlrtIdxSpec {
-  const char *images, *labels;    /* paths */
-  const char *input, *target;     /* field names */
-  int64_t input_width;            /* values per row the model's input takes */
-  int64_t classes;                /* target width: > 1 one-hot, 1 class index */
-  int64_t limit;                  /* at most this many items (0: all) */
+  const char *images, *labels; /* paths */
+  const char *input, *target;  /* field names */
+  int64_t input_width;         /* values per row the model's input takes */
+  int64_t classes;             /* target width: > 1 one-hot, 1 class index */
+  int64_t limit;               /* at most this many items (0: all) */
 } DlrtIdxSpec;
 int dlrt_idx_load(const DlrtIdxSpec *spec, DlrtDataset *out, DlrtError *err);
 
@@ -287,10 +287,10 @@ int dlrt_idx_load(const DlrtIdxSpec *spec, DlrtDataset *out, DlrtError *err);
 typedef struct DlrtTextSpec {
   const char *path;
   const char *input, *target;
-  int64_t context;     /* characters of context per row */
-  int64_t input_width; /* context * DLRT_TEXT_VOCAB (one-hot) or context (indices) */
+  int64_t context;      /* characters of context per row */
+  int64_t input_width;  /* context * DLRT_TEXT_VOCAB (one-hot) or context (indices) */
   int64_t target_width; /* DLRT_TEXT_VOCAB (one-hot) or 1 (index) */
-  int64_t limit;       /* at most this many rows (0: all) */
+  int64_t limit;        /* at most this many rows (0: all) */
 } DlrtTextSpec;
 int dlrt_text_load(const DlrtTextSpec *spec, DlrtDataset *out, DlrtError *err);
 /* Symbol of a byte, or -1 when the byte is dropped. */

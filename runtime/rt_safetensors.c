@@ -880,4 +880,3 @@ int dlrt_safetensors_write_meta(const char *path, const DlrtStTensor *tensors, i
   free(header.text);
   return rc;
 }
-

@@ -232,8 +232,9 @@ static void augment_row(const Feed *feed, float *row, int64_t width, int64_t src
       for (int64_t y = 0; y < h; y++)
         for (int64_t x = 0; x < w; x++) {
           int64_t sy = y - dy, sx = x - dx;
-          row[c * plane + y * w + x] =
-              sy >= 0 && sy < h && sx >= 0 && sx < w ? feed->scratch[c * plane + sy * w + sx] : 0.0f;
+          row[c * plane + y * w + x] = sy >= 0 && sy < h && sx >= 0 && sx < w
+                                           ? feed->scratch[c * plane + sy * w + sx]
+                                           : 0.0f;
         }
   }
   if (aug->noise > 0) {
@@ -557,8 +558,7 @@ int dlrt_evaluate(DlrtContext *ctx, const DlrtDataset *ds, double *loss, double 
     correct += count_correct(&feed, NULL, start, n);
   }
   if (loss) *loss = loss_value ? loss_sum / (double)ds->nrows : NAN;
-  if (accuracy)
-    *accuracy = feed.accuracy != ACC_NONE ? (double)correct / (double)ds->nrows : NAN;
+  if (accuracy) *accuracy = feed.accuracy != ACC_NONE ? (double)correct / (double)ds->nrows : NAN;
   feed_free(&feed);
   return 0;
 }

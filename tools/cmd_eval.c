@@ -31,7 +31,8 @@ static int64_t row_class(const float *v, int64_t w, bool index) {
   return index ? (int64_t)v[0] : v[0] > 0.5f;
 }
 
-static void print_confusion(const DlrtDataset *ds, const float *pred, int64_t ow, const char *target) {
+static void print_confusion(const DlrtDataset *ds, const float *pred, int64_t ow,
+                            const char *target) {
   const DlrtField *t = dlrt_dataset_field(ds, target);
   if (!t) return;
   bool index = t->width == 1 && ow > 1;
@@ -82,8 +83,9 @@ int cmd_eval(int argc, char **argv) {
   int status = 1;
   if (!prepare_training(&p, &o)) goto done;
   const DlrtDataset *ds = !strcmp(split, "train") ? &p.data.train
-                          : !strcmp(split, "test") ? (p.data.has_test ? &p.data.test : NULL)
-                                                   : (p.data.has_validation ? &p.data.validation : NULL);
+                          : !strcmp(split, "test")
+                              ? (p.data.has_test ? &p.data.test : NULL)
+                              : (p.data.has_validation ? &p.data.validation : NULL);
   if (!ds) {
     driver_error("model '%s' has no %s data: add a '%s' setting to its train block (e.g. %s = "
                  "0.1)",
@@ -99,8 +101,9 @@ int cmd_eval(int argc, char **argv) {
   printf("%s: %lld rows of the %s data, parameters from %s\n", p.s.graph->name,
          (long long)ds->nrows, split, o.load);
   printf("loss %.6f\n", loss);
-  if (!isnan(acc)) printf("accuracy %.2f%% (%lld of %lld)\n", 100 * acc,
-                          (long long)llround(acc * (double)ds->nrows), (long long)ds->nrows);
+  if (!isnan(acc))
+    printf("accuracy %.2f%% (%lld of %lld)\n", 100 * acc,
+           (long long)llround(acc * (double)ds->nrows), (long long)ds->nrows);
   int oi = dlrt_find_role(p.s.rt, DLRT_ROLE_OUTPUT), ti = dlrt_find_role(p.s.rt, DLRT_ROLE_TARGET);
   if (oi >= 0 && ti >= 0 && !isnan(acc)) {
     int64_t ow = dlrt_numel(&p.s.rt->tensors[oi], 1);

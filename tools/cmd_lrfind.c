@@ -113,8 +113,14 @@ int cmd_lr_find(int argc, char **argv) {
   if (o.plot) {
     PlotCurve curves[2] = {{"loss", f.lr, f.loss, f.n, 5, false},
                            {"smoothed", f.lr, f.smooth, f.n, 0, false}};
-    PlotPanel panel = {"Loss against learning rate", "learning rate (log scale)", "loss",
-                       curves, 2, true, false, false};
+    PlotPanel panel = {"Loss against learning rate",
+                       "learning rate (log scale)",
+                       "loss",
+                       curves,
+                       2,
+                       true,
+                       false,
+                       false};
     char title[256], mark[64], perr[512];
     snprintf(title, sizeof title, "%s: learning-rate range test", p.s.graph->name);
     snprintf(mark, sizeof mark, "suggested %g", steep >= 0 ? f.lr[steep] : NAN);

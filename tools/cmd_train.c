@@ -100,7 +100,7 @@ typedef struct TrainReport {
   int64_t rows;   /* training rows per epoch */
   FILE *log;
   bool progress, quiet;
-  bool log_lr; /* the rate changes during the run (a schedule or warm-up) */
+  bool log_lr;      /* the rate changes during the run (a schedule or warm-up) */
   double last_draw; /* seconds into the epoch of the last progress line */
   int64_t first_epoch;
   DlrtEpochStats last;
@@ -133,8 +133,8 @@ static int on_batch(void *user, const DlrtBatchStats *b) {
   char eta[32];
   format_duration(eta, sizeof eta, rate > 0 ? left_rows / rate : 0);
   printf("\r\033[Kepoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.0f samples/s  ETA %s",
-         (long long)b->epoch, (long long)r->epochs, bar, (long long)b->batch,
-         (long long)b->batches, b->loss, rate, eta);
+         (long long)b->epoch, (long long)r->epochs, bar, (long long)b->batch, (long long)b->batches,
+         b->loss, rate, eta);
   fflush(stdout);
   return 0;
 }
@@ -162,8 +162,8 @@ static int on_epoch(void *user, const DlrtEpochStats *st) {
   }
   int64_t span = r->until - r->first_epoch + 1;
   int64_t every = span > 20 ? span / 10 : 1;
-  bool show = r->o->verbose || st->epoch == r->first_epoch || st->epoch == r->until ||
-              st->stop || (st->epoch - r->first_epoch + 1) % every == 0;
+  bool show = r->o->verbose || st->epoch == r->first_epoch || st->epoch == r->until || st->stop ||
+              (st->epoch - r->first_epoch + 1) % every == 0;
   if (r->progress) printf("\r\033[K");
   if (show && !r->quiet) {
     printf("epoch %*lld/%lld  loss %.6f", r->epochs >= 1000 ? 5 : 3, (long long)st->epoch,
@@ -319,15 +319,16 @@ bool prepare_training(Prepared *p, const DriverOptions *o) {
       if (s->graph->nodes[i].op == DL_OP_INPUT &&
           s->graph->nodes[i].attr.input.role == DL_ROLE_INPUT)
         input = &s->graph->nodes[i];
-    to->augment = (DlrtAugment){.field = input ? input->name : NULL, .shift = shift, .noise = noise};
+    to->augment =
+        (DlrtAugment){.field = input ? input->name : NULL, .shift = shift, .noise = noise};
   }
   return true;
 }
 
 static const char *optimizer_name(const DlOptimizer *opt) {
   switch (opt->kind) {
-  case DL_OPTIM_SGD: return opt->momentum > 0 ? (opt->nesterov ? "sgd+nesterov" : "sgd+momentum")
-                                              : "sgd";
+  case DL_OPTIM_SGD:
+    return opt->momentum > 0 ? (opt->nesterov ? "sgd+nesterov" : "sgd+momentum") : "sgd";
   case DL_OPTIM_ADAM: return "adam";
   case DL_OPTIM_ADAMW: return "adamw";
   }
@@ -348,8 +349,7 @@ static bool write_curves(const DriverOptions *o, const char *model, const Histor
   char title[256], mark[64], err[512];
   snprintf(title, sizeof title, "%s: training curves", model);
   snprintf(mark, sizeof mark, "early stop: best epoch %g", h->best_epoch);
-  if (!plot_svg(o->plot, title, panels, h->has_acc ? 2 : 1, h->best_epoch, mark, err,
-                sizeof err)) {
+  if (!plot_svg(o->plot, title, panels, h->has_acc ? 2 : 1, h->best_epoch, mark, err, sizeof err)) {
     driver_error("%s", err);
     return false;
   }
@@ -387,9 +387,13 @@ static int lr_sweep(Prepared *p, const DriverOptions *o) {
     }
     DlrtTrainOptions to = p->to;
     to.schedule.lr = rates[i];
-    TrainReport rep = {.o = o, .ctx = p->ctx, .epochs = to.epochs, .until = to.epochs,
+    TrainReport rep = {.o = o,
+                       .ctx = p->ctx,
+                       .epochs = to.epochs,
+                       .until = to.epochs,
                        .rows = p->data.train.nrows,
-                       .first_epoch = 1, .quiet = true};
+                       .first_epoch = 1,
+                       .quiet = true};
     rep.history.best_epoch = NAN;
     int rc = dlrt_train(p->ctx, &p->data.train, &to, on_epoch, &rep, &err);
     runs[i] = rep.history;
@@ -411,7 +415,7 @@ static int lr_sweep(Prepared *p, const DriverOptions *o) {
   if (status == 0 && o->plot) {
     PlotCurve *loss = calloc((size_t)(2 * nrates), sizeof(PlotCurve));
     PlotCurve *acc = calloc((size_t)(2 * nrates), sizeof(PlotCurve));
-    char (*labels)[48] = calloc((size_t)(2 * nrates), sizeof *labels);
+    char(*labels)[48] = calloc((size_t)(2 * nrates), sizeof *labels);
     int n = 0;
     bool any_acc = false;
     for (int i = 0; i < nrates; i++) {

@@ -113,8 +113,7 @@ static void panel_svg(FILE *f, const PlotPanel *p, double ox, double mark_x,
 #define PX(v) (x0 + (x1 - x0) * axis_pos(&ax, (v)))
 #define PY(v) (y0 - (y0 - y1) * axis_pos(&ay, (v)))
   fprintf(f, "<g class=\"panel\">\n");
-  fprintf(f, "<text class=\"title\" x=\"%.1f\" y=\"%d\" font-size=\"15\">", x0,
-          MARGIN_T - 14);
+  fprintf(f, "<text class=\"title\" x=\"%.1f\" y=\"%d\" font-size=\"15\">", x0, MARGIN_T - 14);
   put_escaped(f, p->title);
   fprintf(f, "</text>\n");
   /* grid and y ticks */
@@ -149,11 +148,13 @@ static void panel_svg(FILE *f, const PlotPanel *p, double ox, double mark_x,
   }
   fprintf(f, "</g>\n");
   /* axes and their labels */
+  fprintf(
+      f,
+      "<line class=\"axis\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n"
+      "<line class=\"axis\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n",
+      x0, y0, x1, y0, x0, y0, x0, y1);
   fprintf(f,
-          "<line class=\"axis\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n"
-          "<line class=\"axis\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n",
-          x0, y0, x1, y0, x0, y0, x0, y1);
-  fprintf(f, "<text class=\"xlabel\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\">",
+          "<text class=\"xlabel\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\">",
           (x0 + x1) / 2, y0 + 38);
   put_escaped(f, p->xlabel);
   fprintf(f,
@@ -179,7 +180,8 @@ static void panel_svg(FILE *f, const PlotPanel *p, double ox, double mark_x,
   for (int c = 0; c < p->ncurves; c++) {
     const PlotCurve *cv = &p->curves[c];
     const char *colour = palette[cv->color % NPALETTE];
-    fprintf(f, "<polyline class=\"curve\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
+    fprintf(f,
+            "<polyline class=\"curve\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
             colour, cv->dashed ? " stroke-dasharray=\"5,3\"" : "");
     int npoints = 0;
     for (int i = 0; i < cv->n; i++) {

@@ -243,10 +243,10 @@ static bool load_source(Session *s, const DlDataSpec *d, int64_t limit, DlrtData
       const char *prefix = d->test_split ? "t10k" : "train";
       spec.images = dataset_file(s, d->loc, name, label,
                                  dl_arena_printf(s->cc->arena, "%s-images-idx3-ubyte", prefix));
-      spec.labels = spec.images ? dataset_file(s, d->loc, name, label,
-                                               dl_arena_printf(s->cc->arena,
-                                                               "%s-labels-idx1-ubyte", prefix))
-                                : NULL;
+      spec.labels =
+          spec.images ? dataset_file(s, d->loc, name, label,
+                                     dl_arena_printf(s->cc->arena, "%s-labels-idx1-ubyte", prefix))
+                      : NULL;
       if (!spec.labels) {
         driver_report(s);
         return false;
@@ -365,7 +365,7 @@ bool session_load_splits(Session *s, const DriverOptions *o, DataSplits *out) {
   else if (t->test.kind != DL_DATA_NONE)
     ok = load_source(s, &t->test, 0, &out->test);
   out->has_test = ok && t->test.kind != DL_DATA_NONE;
-  double fraction = o->validation > 0 ? o->validation
+  double fraction = o->validation > 0                        ? o->validation
                     : t->validation.kind == DL_DATA_FRACTION ? t->validation.fraction
                                                              : 0;
   if (ok && fraction > 0) {

@@ -21,7 +21,8 @@ static bool nearf(double a, double b) {
 static int test_schedules(void) {
   int check_failures = 0;
   DlrtSchedule c = {.kind = DLRT_SCHEDULE_CONSTANT, .lr = 0.1};
-  CHECK(near(dlrt_schedule_lr(&c, 0, 10, 100), 0.1) && near(dlrt_schedule_lr(&c, 99, 10, 100), 0.1));
+  CHECK(near(dlrt_schedule_lr(&c, 0, 10, 100), 0.1) &&
+        near(dlrt_schedule_lr(&c, 99, 10, 100), 0.1));
   /* Warm-up over 2 epochs of 10 steps: (step + 1) / 20 of the rate. */
   c.warmup = 2;
   CHECK(near(dlrt_schedule_lr(&c, 0, 10, 100), 0.1 / 20));
@@ -164,14 +165,27 @@ static int test_idx(const char *dir) {
 static int test_checkpoint_state(const char *dir) {
   int check_failures = 0;
   DlrtTensor tensors[3] = {
-      {.name = "w", .role = DLRT_ROLE_PARAM, .rank = 1, .dims = {2}, .offset = 0,
-       .init = DLRT_INIT_CONST, .a = 1},
+      {.name = "w",
+       .role = DLRT_ROLE_PARAM,
+       .rank = 1,
+       .dims = {2},
+       .offset = 0,
+       .init = DLRT_INIT_CONST,
+       .a = 1},
       {.name = "optim/m/w", .role = DLRT_ROLE_STATE, .rank = 1, .dims = {2}, .offset = 16},
-      {.name = "lr", .role = DLRT_ROLE_HYPER, .rank = 0, .offset = 32, .init = DLRT_INIT_CONST,
+      {.name = "lr",
+       .role = DLRT_ROLE_HYPER,
+       .rank = 0,
+       .offset = 32,
+       .init = DLRT_INIT_CONST,
        .a = 0.1},
   };
-  DlrtProgram prog = {.abi_version = DLRT_ABI_VERSION, .ntensors = 3, .model = "m",
-                      .mem_floats = 48, .max_batch = 1, .tensors = tensors};
+  DlrtProgram prog = {.abi_version = DLRT_ABI_VERSION,
+                      .ntensors = 3,
+                      .model = "m",
+                      .mem_floats = 48,
+                      .max_batch = 1,
+                      .tensors = tensors};
   DlrtError err = {{0}};
   DlrtContext *a = dlrt_context_new(&prog, 5, &err), *b = dlrt_context_new(&prog, 6, &err);
   CHECK(a && b);
@@ -200,11 +214,13 @@ static int test_checkpoint_state(const char *dir) {
   DlrtStFile f;
   CHECK(dlrt_safetensors_read(path, &f, &err) == 0);
   CHECK(f.ntensors == 3 && !strcmp(dlrt_safetensors_meta(&f, "step"), "30") &&
-        !strcmp(dlrt_safetensors_meta(&f, "format"), "dlcc") && dlrt_safetensors_meta(&f, "x") == NULL);
+        !strcmp(dlrt_safetensors_meta(&f, "format"), "dlcc") &&
+        dlrt_safetensors_meta(&f, "x") == NULL);
   dlrt_safetensors_free(&f);
   /* A fresh start forgets the state. */
   dlrt_init_params(b, 6);
-  CHECK(dlrt_data(b, 1)[0] == 0 && b->train.epoch == 0 && b->best == NULL && isinf(b->train.best_loss));
+  CHECK(dlrt_data(b, 1)[0] == 0 && b->train.epoch == 0 && b->best == NULL &&
+        isinf(b->train.best_loss));
   /* --load ignores the state; resume needs it. */
   CHECK(dlrt_load(b, path, &err) == 0 && dlrt_data(b, 1)[0] == 0);
   DlrtStTensor only = {.name = "w", .rank = 1, .dims = {2}, .numel = 2, .data = a->best};
