@@ -19,6 +19,8 @@ static const char usage_text[] =
     "  compile    write an object file and a C header for a model\n"
     "  emit       print a stage of the compiler: tokens ast ir ir-grad llvm asm ptx\n"
     "  gradcheck  check every parameter's gradient against finite differences\n"
+    "  explain    work one training step through by hand: forward, chain rule, update\n"
+    "  repl       an interactive prompt: evaluate expressions, train, inspect\n"
     "\n"
     "  dlcc <command> --help   options of a command\n"
     "  dlcc --version          version\n";
@@ -176,6 +178,8 @@ static int dispatch(const char *cmd, int argc, char **argv) {
   if (!strcmp(cmd, "compile")) return cmd_compile(argc, argv);
   if (!strcmp(cmd, "emit")) return cmd_emit(argc, argv);
   if (!strcmp(cmd, "gradcheck")) return cmd_gradcheck(argc, argv);
+  if (!strcmp(cmd, "explain")) return cmd_explain(argc, argv);
+  if (!strcmp(cmd, "repl")) return cmd_repl(argc, argv);
   driver_error("unknown command '%s' (see 'dlcc --help')", cmd);
   return 1;
 }
