@@ -52,17 +52,6 @@ static const TensorFormat explain_format = {
 
 /* ---- a data-only program table ---- */
 
-static DlrtInit param_init_kind(DlInitKind k) {
-  switch (k) {
-  case DL_INIT_ZERO: return DLRT_INIT_ZERO;
-  case DL_INIT_CONST: return DLRT_INIT_CONST;
-  case DL_INIT_UNIFORM: return DLRT_INIT_UNIFORM;
-  case DL_INIT_NORMAL: return DLRT_INIT_NORMAL;
-  case DL_INIT_DATA: return DLRT_INIT_DATA;
-  }
-  return DLRT_INIT_ZERO;
-}
-
 bool param_table_init(ParamTable *t, const DlGraph *g, int nnodes, int64_t max_batch) {
   memset(t, 0, sizeof *t);
   t->tensors = calloc((size_t)nnodes + 1, sizeof(DlrtTensor));
@@ -81,7 +70,7 @@ bool param_table_init(ParamTable *t, const DlGraph *g, int nnodes, int64_t max_b
     rt->offset = at;
     if (nd->op == DL_OP_PARAM) {
       rt->role = DLRT_ROLE_PARAM;
-      rt->init = param_init_kind(nd->attr.param.kind);
+      rt->init = dl_runtime_init(nd->attr.param.kind);
       rt->a = nd->attr.param.a;
       rt->b = nd->attr.param.b;
       rt->data = nd->attr.param.data;

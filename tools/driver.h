@@ -79,6 +79,13 @@ int64_t session_batch(const Session *s, const DriverOptions *o);
 
 /* ---- printing tensors (tensor_print.c) ---- */
 
+/* A growable string, always NUL-terminated once written to; free(s). */
+typedef struct StrBuf {
+  char *s;
+  size_t len, cap;
+} StrBuf;
+void strbuf_put(StrBuf *b, const char *s, size_t n);
+
 /* Values of a tensor: floats (compiled code) or doubles (the interpreter). */
 typedef struct TensorValues {
   const float *f32; /* one of f32 and f64 is set */

@@ -247,17 +247,6 @@ static void repl_error(Repl *R, DlLoc loc, const char *fmt, ...) {
   dl_compiler_free(cc);
 }
 
-static void repl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void repl_fail(const char *fmt, ...) {
-  fflush(stdout);
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("dlcc: error: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-}
-
 static bool reserved_name(const char *name) {
   return name[0] == '_' && name[1] == '_';
 }
@@ -448,7 +437,7 @@ static double now_seconds(void) {
 static bool unit_lower(Unit *u, const char *model) {
   double t0 = now_seconds();
   Session *s = &u->s;
-  s->ast = dl_parse_string(s->cc, u->name, u->syn.text ? u->syn.text : "");
+  s->ast = dl_parse_string(s->cc, u->name, u->syn.text.s ? u->syn.text.s : "");
   if (s->ast && !dl_failed(s->cc)) s->graph = dl_lower(s->cc, s->ast, model, &s->train);
   if (!s->graph || dl_failed(s->cc)) {
     if (!u->quiet) driver_report(s);
@@ -683,7 +672,7 @@ static bool eval_expr(Repl *R, const ReplText *expr, ExprMode mode, const char *
   bool has_grad = grad && wrt != DL_NONE && g->grad && g->grad[wrt] != DL_NONE;
   if (!ctx || unit_set_params(&u, ctx, &err) != 0 ||
       (has_grad ? dlrt_run_grad(ctx, 1, &err) : dlrt_run_forward(ctx, 1, &err)) != 0) {
-    repl_fail("%s", err.msg);
+    driver_error("%s", err.msg);
     goto done;
   }
   int oi = dlrt_find_role(u.s.rt, DLRT_ROLE_OUTPUT);
@@ -814,7 +803,7 @@ static void define_param(Repl *R, const ReplText *st, const ReplTokens *toks) {
   DlrtError err = {{0}};
   if (!param_table_init(&pt, g, g->nnodes, 1) ||
       !(ctx = dlrt_context_new(&pt.prog, R->seed, &err))) {
-    repl_fail("%s", err.msg);
+    driver_error("%s", err.msg);
     goto free_unit;
   }
   int t = dlrt_find(&pt.prog, name, DLRT_ROLE_PARAM);
@@ -1128,21 +1117,21 @@ static bool parse_model_args(Repl *R, Args *a, const char *allowed, DriverOption
       continue;
     }
     if (a->argv[i][0] == '-') {
-      repl_fail("unknown option '%s' for :%s (options: %s)", a->argv[i], a->argv[0], allowed);
+      driver_error("unknown option '%s' for :%s (options: %s)", a->argv[i], a->argv[0], allowed);
       return false;
     }
     if (*model) {
-      repl_fail(":%s takes one model, got '%s' and '%s'", a->argv[0], *model, a->argv[i]);
+      driver_error(":%s takes one model, got '%s' and '%s'", a->argv[0], *model, a->argv[i]);
       return false;
     }
     *model = a->argv[i];
   }
   if (!*model) {
-    repl_fail(":%s needs a model name", a->argv[0]);
+    driver_error(":%s needs a model name", a->argv[0]);
     return false;
   }
   if (!find_block(&R->blocks, BLOCK_MODEL, *model)) {
-    repl_fail("no model named '%s' (define one, or :load a file)", *model);
+    driver_error("no model named '%s' (define one, or :load a file)", *model);
     return false;
   }
   return true;
@@ -1159,11 +1148,11 @@ static void cmd_train_model(Repl *R, Args *a, DlLoc where) {
   if (!unit_for_model(&u, R, &R->blocks, model, where)) goto done;
   Session *s = &u.s;
   if (!s->train.present) {
-    repl_fail("model '%s' has no train block (type 'train %s { ... }')", model, model);
+    driver_error("model '%s' has no train block (type 'train %s { ... }')", model, model);
     goto done;
   }
   if (s->graph->loss == DL_NONE) {
-    repl_fail("model '%s' has no 'loss' to train on", model);
+    driver_error("model '%s' has no 'loss' to train on", model);
     goto done;
   }
   if (!session_load_train_data(s, &ds)) goto done;
@@ -1172,7 +1161,7 @@ static void cmd_train_model(Repl *R, Args *a, DlLoc where) {
   if (!session_plan(s, &o, batch) || !session_jit(s, &o)) goto done;
   DlrtError err = {{0}};
   if (!s->rt->train_step) {
-    repl_fail("model '%s' has no trainable parameters", model);
+    driver_error("model '%s' has no trainable parameters", model);
     goto done;
   }
   uint64_t seed = o.seed >= 0 ? (uint64_t)o.seed : s->train.seed;
@@ -1180,7 +1169,7 @@ static void cmd_train_model(Repl *R, Args *a, DlLoc where) {
   if (!ctx || dlrt_dataset_check(s->rt, &ds, true, &err) != 0 ||
       unit_set_params(&u, ctx, &err) != 0 ||
       (o.lr > 0 && dlrt_set_hyper(ctx, "lr", (float)o.lr, &err) != 0)) {
-    repl_fail("%s", err.msg);
+    driver_error("%s", err.msg);
     goto done;
   }
   DlrtTrainOptions to = {.epochs = o.epochs > 0 ? o.epochs : s->train.epochs,
@@ -1202,17 +1191,19 @@ static void cmd_train_model(Repl *R, Args *a, DlLoc where) {
   /* Whatever was trained is kept, even after an error in a later epoch. */
   unit_take_params(&u, (Block *)u.model, ctx);
   if (rc != 0) {
-    repl_fail("%s", err.msg);
+    driver_error("%s", err.msg);
     goto done;
   }
+  /* The model as it is now, on all the data (the epoch losses above are
+   * means over a changing model). */
   double loss = 0, acc = NAN;
-  if (dlrt_evaluate(ctx, &ds, &loss, &acc, &err) != 0) {
-    repl_fail("%s", err.msg);
-    goto done;
+  if (dlrt_evaluate(ctx, &ds, &loss, &acc, &err) == 0) {
+    char accuracy[64] = "";
+    if (!isnan(acc)) snprintf(accuracy, sizeof accuracy, ", accuracy %.2f%%", 100.0 * acc);
+    printf("%s now: loss %.6f%s on the training data\n", model, loss, accuracy);
+  } else {
+    driver_error("%s", err.msg);
   }
-  printf("final loss %.6f", loss);
-  if (!isnan(acc)) printf("  accuracy %.2f%%", 100.0 * acc);
-  printf("  (on the training data)\n");
 done:
   dlrt_context_free(ctx);
   dlrt_dataset_free(&ds);
@@ -1243,7 +1234,7 @@ static DlrtContext *model_params(Repl *R, Unit *u, const char *model, DlLoc wher
   if (!param_table_init(pt, u->s.graph, u->s.graph->nnodes, 1) ||
       !(ctx = dlrt_context_new(&pt->prog, u->s.train.seed, &err)) ||
       unit_set_params(u, ctx, &err) != 0) {
-    repl_fail("%s", err.msg);
+    driver_error("%s", err.msg);
     dlrt_context_free(ctx);
     return NULL;
   }
@@ -1252,7 +1243,7 @@ static DlrtContext *model_params(Repl *R, Unit *u, const char *model, DlLoc wher
 
 static void cmd_save_restore(Repl *R, Args *a, bool save, DlLoc where) {
   if (a->argc < 2 || a->argc > 3) {
-    repl_fail("usage: :%s FILE [MODEL]", a->argv[0]);
+    driver_error("usage: :%s FILE [MODEL]", a->argv[0]);
     return;
   }
   const char *path = a->argv[1];
@@ -1260,7 +1251,7 @@ static void cmd_save_restore(Repl *R, Args *a, bool save, DlLoc where) {
   if (a->argc == 3) {
     const char *model = a->argv[2];
     if (!find_block(&R->blocks, BLOCK_MODEL, model)) {
-      repl_fail("no model named '%s'", model);
+      driver_error("no model named '%s'", model);
       return;
     }
     Unit u;
@@ -1268,7 +1259,7 @@ static void cmd_save_restore(Repl *R, Args *a, bool save, DlLoc where) {
     DlrtContext *ctx = model_params(R, &u, model, where, &pt);
     if (ctx) {
       if (save ? dlrt_save(ctx, path, &err) != 0 : dlrt_load(ctx, path, &err) != 0) {
-        repl_fail("%s", err.msg);
+        driver_error("%s", err.msg);
       } else {
         if (!save) unit_take_params(&u, (Block *)u.model, ctx);
         int n = 0;
@@ -1294,9 +1285,9 @@ static void cmd_save_restore(Repl *R, Args *a, bool save, DlLoc where) {
       n++;
     }
     if (n == 0)
-      repl_fail("the session has no parameters to save (':save FILE MODEL' saves a model's)");
+      driver_error("the session has no parameters to save (':save FILE MODEL' saves a model's)");
     else if (dlrt_safetensors_write(path, ts, n, &err) != 0)
-      repl_fail("%s", err.msg);
+      driver_error("%s", err.msg);
     else
       printf("saved %d parameter%s to %s\n", n, n == 1 ? "" : "s", path);
     free(ts);
@@ -1304,7 +1295,7 @@ static void cmd_save_restore(Repl *R, Args *a, bool save, DlLoc where) {
   }
   DlrtStFile f;
   if (dlrt_safetensors_read(path, &f, &err) != 0) {
-    repl_fail("%s", err.msg);
+    driver_error("%s", err.msg);
     return;
   }
   /* All or nothing: every tensor must be a parameter of the session with
@@ -1315,14 +1306,14 @@ static void cmd_save_restore(Repl *R, Args *a, bool save, DlLoc where) {
     const Value *v = find_value(R, t->name, strlen(t->name));
     char want[160], got[160];
     if (!v || v->kind != VALUE_PARAM) {
-      repl_fail("%s holds '%s', which is not a parameter of the session (declare it, or restore "
-                "a model's checkpoint with ':restore FILE MODEL')",
-                path, t->name);
+      driver_error("%s holds '%s', which is not a parameter of the session (declare it, or restore "
+                   "a model's checkpoint with ':restore FILE MODEL')",
+                   path, t->name);
       ok = false;
     } else if (v->rank != t->rank || memcmp(v->dims, t->dims, sizeof(int64_t) * (size_t)t->rank)) {
-      repl_fail("'%s' in %s has shape %s, but the parameter is %s", t->name, path,
-                dims_str(got, sizeof got, t->rank, t->dims),
-                dims_str(want, sizeof want, v->rank, v->dims));
+      driver_error("'%s' in %s has shape %s, but the parameter is %s", t->name, path,
+                   dims_str(got, sizeof got, t->rank, t->dims),
+                   dims_str(want, sizeof want, v->rank, v->dims));
       ok = false;
     }
   }
@@ -1358,11 +1349,11 @@ static void cmd_params(Repl *R, Args *a, DlLoc where) {
     return;
   }
   if (a->argc != 2) {
-    repl_fail("usage: :params [MODEL]");
+    driver_error("usage: :params [MODEL]");
     return;
   }
   if (!find_block(&R->blocks, BLOCK_MODEL, a->argv[1])) {
-    repl_fail("no model named '%s'", a->argv[1]);
+    driver_error("no model named '%s'", a->argv[1]);
     return;
   }
   Unit u;
@@ -1482,8 +1473,8 @@ static void run_command(Repl *R, const ReplText *line) {
     goto done;
   }
   if (c->takes_expr && arg.len == 0) {
-    repl_fail(":%s needs an expression%s", name,
-              c->mode == EXPR_GRAD ? ": :grad EXPR wrt NAME" : "");
+    driver_error(":%s needs an expression%s", name,
+                 c->mode == EXPR_GRAD ? ": :grad EXPR wrt NAME" : "");
     goto done;
   }
   if (c->mode == EXPR_GRAD || c->mode == EXPR_IR_GRAD) {
@@ -1502,7 +1493,7 @@ static void run_command(Repl *R, const ReplText *line) {
       goto done;
     }
     if (c->mode == EXPR_GRAD) {
-      repl_fail(":grad needs the name to differentiate by: :grad EXPR wrt NAME");
+      driver_error(":grad needs the name to differentiate by: :grad EXPR wrt NAME");
       goto done;
     }
   }
@@ -1521,7 +1512,7 @@ static void run_command(Repl *R, const ReplText *line) {
     R->quit = true;
   } else if (!strcmp(name, "load")) {
     if (a.argc != 2)
-      repl_fail("usage: :load FILE.nnl");
+      driver_error("usage: :load FILE.nnl");
     else
       load_file(R, a.argv[1], arg.origin);
   } else if (!strcmp(name, "train")) {

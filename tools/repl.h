@@ -74,8 +74,7 @@ typedef struct ReplPiece {
 
 typedef struct ReplSynth {
   const char *name; /* the name it is parsed under */
-  char *text;
-  size_t len, cap;
+  StrBuf text;
   int line, col; /* where the next byte goes */
   ReplPiece *pieces;
   int npieces, cap_pieces;

@@ -117,24 +117,9 @@ void synth_init(ReplSynth *s, const char *name, DlLoc fallback) {
 }
 
 void synth_free(ReplSynth *s) {
-  free(s->text);
+  free(s->text.s);
   free(s->pieces);
   memset(s, 0, sizeof *s);
-}
-
-static void synth_bytes(ReplSynth *s, const char *p, size_t n) {
-  if (s->len + n + 1 > s->cap) {
-    size_t cap = s->cap ? s->cap : 1024;
-    while (cap < s->len + n + 1)
-      cap *= 2;
-    char *text = realloc(s->text, cap);
-    if (!text) abort();
-    s->text = text;
-    s->cap = cap;
-  }
-  memcpy(s->text + s->len, p, n);
-  s->len += n;
-  s->text[s->len] = '\0';
 }
 
 /* Append one line's worth (no newline inside) as a piece. */
@@ -147,7 +132,7 @@ static void synth_piece(ReplSynth *s, const char *p, size_t n, DlLoc origin) {
       s->pieces = pieces;
     }
     s->pieces[s->npieces++] = (ReplPiece){s->line, s->col, (int)n, false, origin};
-    synth_bytes(s, p, n);
+    strbuf_put(&s->text, p, n);
     s->col += (int)n;
   }
 }
@@ -167,7 +152,7 @@ static void synth_text(ReplSynth *s, const char *p, size_t n, DlLoc origin) {
         last->len++;
         last->newline = true;
       }
-      synth_bytes(s, "\n", 1);
+      strbuf_put(&s->text, "\n", 1);
       s->line++;
       s->col = 1;
       at++;

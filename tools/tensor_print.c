@@ -14,20 +14,16 @@ const TensorFormat tensor_format_run = {
 const TensorFormat tensor_format_repl = {
     .precision = 6, .threshold = 1000, .edge = 3, .long_axis = 6, .width = 75};
 
-/* A growable string; the printer renders into one so it can measure the
- * one-line form before choosing it. */
-typedef struct StrBuf {
-  char *s;
-  size_t len, cap;
-} StrBuf;
-
-static void sb_putn(StrBuf *b, const char *s, size_t n) {
+void strbuf_put(StrBuf *b, const char *s, size_t n) {
   if (b->len + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + n + 1)
       cap *= 2;
     char *ns = realloc(b->s, cap);
-    if (!ns) return; /* keep what fits; printing is best effort */
+    if (!ns) {
+      fputs("dlcc: error: out of memory\n", stderr);
+      abort();
+    }
     b->s = ns;
     b->cap = cap;
   }
@@ -37,14 +33,16 @@ static void sb_putn(StrBuf *b, const char *s, size_t n) {
 }
 
 static void sb_puts(StrBuf *b, const char *s) {
-  sb_putn(b, s, strlen(s));
+  strbuf_put(b, s, strlen(s));
 }
 
 static void sb_spaces(StrBuf *b, int n) {
   for (int i = 0; i < n; i++)
-    sb_putn(b, " ", 1);
+    strbuf_put(b, " ", 1);
 }
 
+/* The printer renders into a string so it can measure the one-line form
+ * before choosing it. */
 typedef struct Printer {
   const TensorValues *v;
   const TensorFormat *f;
