@@ -86,6 +86,7 @@ void synth_free(ReplSynth *s);
 /* Append user text, remembering its origin line by line. */
 void synth_add(ReplSynth *s, const ReplText *t);
 /* Append text the REPL writes itself. */
+void synth_write(ReplSynth *s, const char *text, size_t len);
 void synth_printf(ReplSynth *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Map a location in the synthesised text to its origin; others unchanged. */
 DlLoc synth_map(const ReplSynth *s, DlLoc loc);

@@ -124,7 +124,15 @@ void synth_free(ReplSynth *s) {
 
 /* Append one line's worth (no newline inside) as a piece. */
 static void synth_piece(ReplSynth *s, const char *p, size_t n, DlLoc origin) {
-  if (n > 0) {
+  ReplPiece *last = s->npieces > 0 ? &s->pieces[s->npieces - 1] : NULL;
+  if (n > 0 && !origin.file && last && !last->origin.file && last->line == s->line &&
+      !last->newline) {
+    /* The REPL's own text, continued: one piece (a literal of a million
+     * numbers would otherwise make two million). */
+    last->len += (int)n;
+    strbuf_put(&s->text, p, n);
+    s->col += (int)n;
+  } else if (n > 0) {
     if (s->npieces >= s->cap_pieces) {
       s->cap_pieces = s->cap_pieces ? s->cap_pieces * 2 : 64;
       ReplPiece *pieces = realloc(s->pieces, sizeof(ReplPiece) * (size_t)s->cap_pieces);
@@ -166,6 +174,10 @@ static void synth_text(ReplSynth *s, const char *p, size_t n, DlLoc origin) {
 
 void synth_add(ReplSynth *s, const ReplText *t) {
   synth_text(s, t->text, t->len, t->origin);
+}
+
+void synth_write(ReplSynth *s, const char *text, size_t len) {
+  synth_text(s, text, len, (DlLoc){0});
 }
 
 void synth_printf(ReplSynth *s, const char *fmt, ...) {
