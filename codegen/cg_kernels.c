@@ -527,6 +527,7 @@ static bool emit_map(CgFn *f) {
 typedef struct MatmulCtx {
   CgSym m, k, p;            /* out [.., M, P] = a [.., M, K] @ b [.., K, P] */
   CgSym a_i, a_k, b_k, b_j; /* element strides of a and b along i, k, j */
+  bool ta, tb;
 } MatmulCtx;
 
 /* CPU, one matrix of the batch: i-k-j, so that the innermost loop streams a
@@ -558,6 +559,14 @@ static void matmul_cpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   loop_end(f, &li, i64c(cg, 1));
 }
 
+/* CPU, one matrix of the batch: the packed GEMM of cg_gemm.c. */
+static void matmul_gemm_body(CgFn *f, LLVMValueRef *off, void *user) {
+  MatmulCtx *c = user;
+  cg_gemm_call(f->cg, c->ta, c->tb, elem_ptr(f, f->out, off[0]), elem_ptr(f, f->in[0], off[1]),
+               elem_ptr(f, f->in[1], off[2]), sym_value(f, c->m), sym_value(f, c->k),
+               sym_value(f, c->p));
+}
+
 /* NVPTX, one output element: its offsets in a and b are the starts of row i
  * and column j; a dot product over k. */
 static void matmul_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
@@ -586,7 +595,7 @@ static bool emit_matmul(CgFn *f) {
   int64_t am = ta ? sa->d[ra - 1] : sa->d[ra - 2], k = ta ? sa->d[ra - 2] : sa->d[ra - 1];
   int64_t bk = tb ? sb->d[rb - 1] : sb->d[rb - 2], bp = tb ? sb->d[rb - 2] : sb->d[rb - 1];
   if (am != m || bk != k || bp != p) return internal(f, "matmul shapes do not agree");
-  MatmulCtx c = {.m = sym_dim(m), .k = sym_dim(k), .p = sym_dim(p)};
+  MatmulCtx c = {.m = sym_dim(m), .k = sym_dim(k), .p = sym_dim(p), .ta = ta, .tb = tb};
   /* a is stored [M, K], or [K, M] when transposed; b [K, P] or [P, K]. */
   c.a_i = ta ? sym_const(1) : c.k;
   c.a_k = ta ? c.m : sym_const(1);
@@ -606,7 +615,11 @@ static bool emit_matmul(CgFn *f) {
       !broadcast_strides(sb->d, st_b, rb - 2, so->d, ro - 2, nest.stride[2]))
     return internal(f, "matmul batch dimensions do not broadcast");
   if (!on_gpu(f)) {
-    emit_loops(f, &nest, matmul_cpu_body, &c);
+    /* Small products of static size: the loop nest, which LLVM unrolls and
+     * vectorises whole; the packing of the GEMM would cost more than it
+     * saves.  Everything else: the GEMM. */
+    bool tiny = c.m.k == 0 && c.k.k == 0 && c.p.k == 0 && m * k * p <= 4096;
+    emit_loops(f, &nest, tiny ? matmul_cpu_body : matmul_gemm_body, &c);
     return true;
   }
   /* One point per output element: rows advance a, columns advance b. */

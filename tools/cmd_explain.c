@@ -314,6 +314,10 @@ static void value_dims(const Explain *E, DlNodeId id, int64_t *dims) {
 
 /* "    text = VALUE" with continuation lines under the value's bracket. */
 static void print_line(Explain *E, const char *text, DlNodeId node, const char *suffix) {
+  if (!E->it.values[node]) {
+    fprintf(E->out, "    %s (not computed)%s\n", text, suffix ? suffix : "");
+    return;
+  }
   int64_t dims[DL_MAX_RANK];
   value_dims(E, node, dims);
   TensorValues v = {.f64 = E->it.values[node], .rank = E->g->nodes[node].shape.rank, .dims = dims};
@@ -591,7 +595,11 @@ bool explain_step(Session *s, const DriverOptions *o, const ExplainParams *ep, F
     if (!session_load_train_data(s, &ds)) goto done;
     if (E.n > ds.nrows) E.n = ds.nrows;
   }
-  if (!session_plan(s, o, E.n)) goto done;
+  /* The gradient graph as autodiff built it: simplification would fold
+   * the chain rule's factors (2 * t1^(2 - 1)) out of sight. */
+  DriverOptions plan_options = *o;
+  plan_options.no_simplify = true;
+  if (!session_plan(s, &plan_options, E.n)) goto done;
   E.prog = s->prog;
   if (!g->grad) {
     driver_error("model '%s': no parameter affects the loss", g->name);

@@ -1455,6 +1455,7 @@ static void model_stage(Repl *R, const char *model, ExprMode mode, DlLoc where) 
   }
   DriverOptions o;
   options_init(&o);
+  o.no_simplify = mode == EXPR_IR_GRAD; /* as `dlcc emit ir-grad` */
   if (!session_plan(&u.s, &o, session_batch(&u.s, &o))) goto done;
   if (mode == EXPR_IR_GRAD)
     dl_graph_print(u.s.graph, u.s.prog->live, stdout);
