@@ -197,38 +197,23 @@ static void render(Explain *E, FILE *f, DlNodeId id, bool top) {
   }
   char shape[128];
   int prec = op_prec(nd->op);
-  switch (dl_op_info[nd->op].kind) {
-  case DL_KIND_LEAF: render_leaf(E, f, id); return;
-  case DL_KIND_UNARY:
-    if (nd->op == DL_OP_NEG) {
-      fputc('-', f);
-      render_operand(E, f, nd->in[0], node_prec(E, nd->in[0]) <= PREC_NEG);
-    } else {
-      fprintf(f, "%s(", dl_op_info[nd->op].name);
-      render(E, f, nd->in[0], false);
-      fputc(')', f);
-    }
-    return;
-  case DL_KIND_BINARY: {
-    const char *sym = binary_symbol(nd->op);
-    if (!sym) {
-      fprintf(f, "%s(", dl_op_info[nd->op].name);
-      render(E, f, nd->in[0], false);
-      fputs(", ", f);
-      render(E, f, nd->in[1], false);
-      fputc(')', f);
-      return;
-    }
+  /* An if-chain with a general case rather than a switch: an op this
+   * printer knows nothing special about still reads as name(operands). */
+  DlOpKind kind = dl_op_info[nd->op].kind;
+  if (kind == DL_KIND_LEAF) {
+    render_leaf(E, f, id);
+  } else if (nd->op == DL_OP_NEG) {
+    fputc('-', f);
+    render_operand(E, f, nd->in[0], node_prec(E, nd->in[0]) <= PREC_NEG);
+  } else if (kind == DL_KIND_BINARY && binary_symbol(nd->op)) {
     int pl = node_prec(E, nd->in[0]), pr = node_prec(E, nd->in[1]);
     render_operand(E, f, nd->in[0], nd->op == DL_OP_POW ? pl <= prec : pl < prec);
-    fprintf(f, nd->op == DL_OP_POW ? "%s" : " %s ", sym);
+    fprintf(f, nd->op == DL_OP_POW ? "%s" : " %s ", binary_symbol(nd->op));
     /* '+' and '*' are associative; '-', '/' and '^' need their right side
      * grouped. */
     bool assoc = nd->op == DL_OP_ADD || nd->op == DL_OP_MUL;
     render_operand(E, f, nd->in[1], assoc ? pr < prec : pr <= prec);
-    return;
-  }
-  case DL_KIND_MATMUL:
+  } else if (kind == DL_KIND_MATMUL) {
     render_operand(E, f, nd->in[0],
                    nd->attr.matmul.ta ? node_prec(E, nd->in[0]) < PREC_ATOM
                                       : node_prec(E, nd->in[0]) < prec);
@@ -238,8 +223,7 @@ static void render(Explain *E, FILE *f, DlNodeId id, bool top) {
                    nd->attr.matmul.tb ? node_prec(E, nd->in[1]) < PREC_ATOM
                                       : node_prec(E, nd->in[1]) <= prec);
     if (nd->attr.matmul.tb) fputs("^T", f);
-    return;
-  case DL_KIND_REDUCE: {
+  } else if (kind == DL_KIND_REDUCE) {
     const DlShape *in = &g->nodes[nd->in[0]].shape;
     fprintf(f, "%s(", dl_op_info[nd->op].name);
     render(E, f, nd->in[0], false);
@@ -259,9 +243,7 @@ static void render(Explain *E, FILE *f, DlNodeId id, bool top) {
       if (nd->attr.reduce.keepdim) fputs(", keepdim = true", f);
     }
     fputc(')', f);
-    return;
-  }
-  case DL_KIND_EXPAND: {
+  } else if (kind == DL_KIND_EXPAND) {
     fputs("broadcast(", f);
     render(E, f, nd->in[0], false);
     fprintf(f, ", %s)", dl_shape_str(&nd->shape, shape, sizeof shape));
@@ -270,27 +252,23 @@ static void render(Explain *E, FILE *f, DlNodeId id, bool top) {
       int64_t to = dl_shape_numel(&nd->shape, E->n);
       fprintf(f, " / %lld", (long long)(from ? to / from : 1));
     }
-    return;
-  }
-  case DL_KIND_RESHAPE:
-    if (unit_reshape(g, nd)) {
-      render(E, f, nd->in[0], top);
-      return;
-    }
+  } else if (kind == DL_KIND_RESHAPE && unit_reshape(g, nd)) {
+    render(E, f, nd->in[0], top);
+  } else if (kind == DL_KIND_RESHAPE) {
     fputs("reshape(", f);
     render(E, f, nd->in[0], false);
     fprintf(f, ", %s)", dl_shape_str(&nd->shape, shape, sizeof shape));
-    return;
-  case DL_KIND_SOFTMAX:
-    fprintf(f, "%s(", dl_op_info[nd->op].name);
-    render(E, f, nd->in[0], false);
-    fputc(')', f);
-    return;
-  case DL_KIND_ASSIGN:
+  } else if (kind == DL_KIND_ASSIGN) {
     render(E, f, nd->in[0], false);
     fputs(" <- ", f);
     render(E, f, nd->in[1], true);
-    return;
+  } else {
+    fprintf(f, "%s(", dl_op_info[nd->op].name);
+    for (int i = 0; i < nd->nin; i++) {
+      if (i) fputs(", ", f);
+      render(E, f, nd->in[i], false);
+    }
+    fputc(')', f);
   }
 }
 
@@ -557,7 +535,7 @@ static void print_backward(Explain *E, const DlCompiler *cc) {
 
 static void print_update(Explain *E, const DlCompiler *cc, double lr) {
   const DlGraph *g = E->g;
-  fprintf(E->out, "update (sgd, lr %g)\n", lr);
+  fprintf(E->out, "update (lr %g)\n", lr);
   for (DlNodeId id = E->nfwd; id < g->nnodes; id++) {
     const DlNode *nd = &g->nodes[id];
     if (nd->op != DL_OP_ASSIGN) continue;
@@ -638,7 +616,7 @@ bool explain_step(Session *s, const DriverOptions *o, const ExplainParams *ep, F
   for (DlNodeId id = 0; id < g->nnodes; id++)
     if (g->nodes[id].op == DL_OP_HYPER && g->nodes[id].name && !strcmp(g->nodes[id].name, "lr"))
       lr = g->nodes[id].attr.hyper.value;
-  fprintf(out, "explain %s: one training step on %s%lld row%s of the training data, sgd lr %g\n\n",
+  fprintf(out, "explain %s: one training step on %s%lld row%s of the training data, lr %g\n\n",
           g->name, has_inputs ? "the first " : "", (long long)E.n, E.n == 1 ? "" : "s", lr);
   print_leaves(&E, DL_OP_INPUT, "inputs");
   print_leaves(&E, DL_OP_PARAM, "parameters");

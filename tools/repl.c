@@ -528,21 +528,30 @@ typedef enum ExprMode {
   EXPR_TIME,
 } ExprMode;
 
-/* The model `__repl` whose output is the expression. */
-static bool unit_for_expr(Unit *u, Repl *R, const ReplText *expr, const char *as_param) {
+/* The model `__repl` whose output is the expression, or for `NAME = EXPR`
+ * (`assign`) the statement itself when EXPR does not use NAME: then
+ * parameters that a call creates inside it are named after NAME, as in a
+ * model. */
+static bool unit_for_expr(Unit *u, Repl *R, const ReplText *expr, const char *as_param,
+                          const ReplText *assign, const char *assign_name) {
   unit_begin(u, R, expr->origin, NULL);
   unit_add_other_blocks(u, &R->blocks);
   synth_printf(&u->syn, "model __repl {\n");
   NameSet uses = {0};
   names_used(expr, &uses);
   bool ok = unit_declare_values(u, &uses, NULL, as_param, false, expr->origin);
+  bool direct = assign && !nameset_has(&uses, assign_name);
   nameset_free(&uses);
   if (!ok) return false;
-  synth_printf(&u->syn, "__value = ");
-  synth_add(&u->syn, expr);
+  if (direct) {
+    synth_add(&u->syn, assign);
+  } else {
+    synth_printf(&u->syn, "__value = ");
+    synth_add(&u->syn, expr);
+  }
   /* `output` because a session tensor called `out` would otherwise be the
    * model's output. */
-  synth_printf(&u->syn, "\noutput __value\n}\n");
+  synth_printf(&u->syn, "\noutput %s\n}\n", direct ? assign_name : "__value");
   return unit_lower(u, "__repl");
 }
 
@@ -612,16 +621,21 @@ static Value *store_value(Repl *R, const char *name, ValueKind kind, int rank, c
   return v;
 }
 
+static bool check_loss_shape(Repl *R, const char *name, int rank, DlLoc loc);
+
 /* Evaluate an expression in one of the modes.  `name`: the tensor to store
- * (EXPR_STORE) or the one to differentiate by (EXPR_GRAD, EXPR_IR_GRAD). */
+ * (EXPR_STORE, `stmt` is the whole `NAME = EXPR`) or the one to
+ * differentiate by (EXPR_GRAD, EXPR_IR_GRAD). */
 static bool eval_expr(Repl *R, const ReplText *expr, ExprMode mode, const char *name,
-                      DlLoc name_loc) {
+                      DlLoc name_loc, const ReplText *stmt) {
   Unit u;
   bool ok = false;
   DlrtContext *ctx = NULL;
   bool grad = mode == EXPR_GRAD || (mode == EXPR_IR_GRAD && name);
   double t0 = now_seconds();
-  if (!unit_for_expr(&u, R, expr, grad ? name : NULL)) goto done;
+  bool store = mode == EXPR_STORE;
+  if (!unit_for_expr(&u, R, expr, grad ? name : NULL, store ? stmt : NULL, store ? name : NULL))
+    goto done;
   DlGraph *g = u.s.graph;
   DlNodeId wrt = DL_NONE;
   if (grad) {
@@ -681,6 +695,7 @@ static bool eval_expr(Repl *R, const ReplText *expr, ExprMode mode, const char *
   int oi = dlrt_find_role(u.s.rt, DLRT_ROLE_OUTPUT);
   const DlrtTensor *ot = &u.s.rt->tensors[oi];
   if (mode == EXPR_STORE) {
+    if (!check_loss_shape(R, name, ot->rank, name_loc)) goto done;
     store_value(R, name, VALUE_TENSOR, ot->rank, ot->dims, dlrt_data(ctx, oi), NULL, name_loc);
   } else if (mode == EXPR_GRAD) {
     const Value *v = find_value(R, name, strlen(name));
@@ -759,21 +774,9 @@ static void define_tensor(Repl *R, const ReplText *st, const ReplTokens *toks) {
   DlLoc loc = repl_text_loc(st, name_tok->offset);
   const ReplTok *eq = &toks->items[1];
   ReplText expr = repl_text_slice(st, eq->offset + 1, st->len);
-  if (check_new_name(R, name, loc)) {
-    /* Evaluate into a scratch name first: a failed line changes nothing. */
-    if (eval_expr(R, &expr, EXPR_STORE, "__pending", loc)) {
-      Value *v = find_value(R, "__pending", 9);
-      if (check_loss_shape(R, name, v->rank, loc)) {
-        Value keep = *v;
-        *v = R->values[--R->nvalues]; /* remove the scratch entry */
-        store_value(R, name, VALUE_TENSOR, keep.rank, keep.dims, keep.data, NULL, loc);
-        value_free(&keep);
-      } else {
-        value_free(v);
-        *v = R->values[--R->nvalues];
-      }
-    }
-  }
+  /* The value is stored only if everything succeeded: a failed line
+   * changes nothing. */
+  if (check_new_name(R, name, loc)) eval_expr(R, &expr, EXPR_STORE, name, loc, st);
   free(name);
 }
 
@@ -1496,7 +1499,7 @@ static void run_command(Repl *R, const ReplText *line) {
                    "parameter of the session",
                    wrt);
       else
-        eval_expr(R, &expr, c->mode, wrt, wrt_loc);
+        eval_expr(R, &expr, c->mode, wrt, wrt_loc, NULL);
       free(wrt);
       goto done;
     }
@@ -1510,7 +1513,7 @@ static void run_command(Repl *R, const ReplText *line) {
     if (is_model && c->mode != EXPR_TIME && c->mode != EXPR_GRAD)
       model_stage(R, rest, c->mode, line->origin);
     else
-      eval_expr(R, &arg, c->mode, NULL, arg.origin);
+      eval_expr(R, &arg, c->mode, NULL, arg.origin, NULL);
     goto done;
   }
   Args a = split_args(name, rest);
@@ -1583,7 +1586,7 @@ static void run_statement(Repl *R, const ReplText *st) {
   } else if (first->kind == RT_IDENT && repl_tok_is(s, second, "=")) {
     define_tensor(R, st, &toks);
   } else {
-    eval_expr(R, st, EXPR_VALUE, NULL, st->origin);
+    eval_expr(R, st, EXPR_VALUE, NULL, st->origin, NULL);
   }
   repl_tokens_free(&toks);
 }
