@@ -107,6 +107,7 @@ typedef struct Explain {
   DlNodeId *adj_owner; /* per node: the forward node (lowest id) whose gradient it is */
   DlNodeId *adj_first; /* per node: the same, highest id (where backprop made it) */
   FILE *out;
+  const char *main_file; /* the model's file: its lines are "line N", others "FILE:N" */
 } Explain;
 
 enum { PREC_ADD = 1, PREC_MUL = 2, PREC_NEG = 3, PREC_POW = 4, PREC_ATOM = 5 };
@@ -336,7 +337,10 @@ static void print_source_line(Explain *E, const DlCompiler *cc, DlLoc loc, DlLoc
   int len = (int)(eol - p);
   while (len > 0 && (p[len - 1] == '\r' || p[len - 1] == ' '))
     len--;
-  fprintf(E->out, "  line %d: %.*s\n", loc.line, len, p);
+  if (E->main_file && loc.file && strcmp(loc.file, E->main_file) != 0)
+    fprintf(E->out, "  %s:%d: %.*s\n", loc.file, loc.line, len, p); /* a def in another file */
+  else
+    fprintf(E->out, "  line %d: %.*s\n", loc.line, len, p);
 }
 
 /* Whether two evaluated nodes hold the same values (to 1e-9, relative). */
@@ -611,6 +615,7 @@ bool explain_step(Session *s, const DriverOptions *o, const ExplainParams *ep, F
   dl_interp_run(&E.it, eval, neval);
   free(eval);
   assign_labels(&E);
+  E.main_file = g->nodes[g->loss].loc.file;
 
   double lr = 0;
   for (DlNodeId id = 0; id < g->nnodes; id++)

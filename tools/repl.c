@@ -1147,6 +1147,13 @@ static bool parse_model_args(Repl *R, Args *a, const char *allowed, DriverOption
   return true;
 }
 
+/* A model's parameters start from --seed, else its train block's seed, else
+ * the session's. */
+static uint64_t model_seed(const Unit *u, const DriverOptions *o) {
+  if (o && o->seed >= 0) return (uint64_t)o->seed;
+  return u->s.train.present ? u->s.train.seed : u->R->seed;
+}
+
 static void cmd_train_model(Repl *R, Args *a, DlLoc where) {
   DriverOptions o;
   const char *model;
@@ -1174,7 +1181,7 @@ static void cmd_train_model(Repl *R, Args *a, DlLoc where) {
     driver_error("model '%s' has no trainable parameters", model);
     goto done;
   }
-  uint64_t seed = o.seed >= 0 ? (uint64_t)o.seed : s->train.seed;
+  uint64_t seed = model_seed(&u, &o);
   ctx = dlrt_context_new(s->rt, seed, &err);
   if (!ctx || dlrt_dataset_check(s->rt, &ds, true, &err) != 0 ||
       unit_set_params(&u, ctx, &err) != 0 ||
@@ -1226,9 +1233,7 @@ static void cmd_explain_model(Repl *R, Args *a, DlLoc where) {
   if (!parse_model_args(R, a, "--batch --lr --seed", &o, &model)) return;
   Unit u;
   if (unit_for_model(&u, R, &R->blocks, model, where)) {
-    ExplainParams ep = {.seed = o.seed >= 0 ? (uint64_t)o.seed : u.s.train.seed,
-                        .set_params = unit_set_params,
-                        .user = &u};
+    ExplainParams ep = {.seed = model_seed(&u, &o), .set_params = unit_set_params, .user = &u};
     explain_step(&u.s, &o, &ep, stdout);
   }
   unit_free(&u);
@@ -1242,7 +1247,7 @@ static DlrtContext *model_params(Repl *R, Unit *u, const char *model, DlLoc wher
   DlrtError err = {{0}};
   DlrtContext *ctx = NULL;
   if (!param_table_init(pt, u->s.graph, u->s.graph->nnodes, 1) ||
-      !(ctx = dlrt_context_new(&pt->prog, u->s.train.seed, &err)) ||
+      !(ctx = dlrt_context_new(&pt->prog, model_seed(u, NULL), &err)) ||
       unit_set_params(u, ctx, &err) != 0) {
     driver_error("%s", err.msg);
     dlrt_context_free(ctx);
