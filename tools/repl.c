@@ -1679,7 +1679,7 @@ static char **complete(const char *text, int start, int end) {
   } else if (line[lead] == ':' &&
              (!strncmp(line + lead, ":load", 5) || !strncmp(line + lead, ":save", 5) ||
               !strncmp(line + lead, ":restore", 8))) {
-    return NULL; /* file names */
+    return rl_completion_matches(text, rl_filename_completion_function);
   } else {
     for (int i = 0; i < R->nvalues; i++)
       cand_add(c, text, R->values[i].name, "");
@@ -1711,8 +1711,9 @@ static void setup_editing(Repl *R) {
   completion_repl = R;
   rl_readline_name = "dlcc";
   rl_attempted_completion_function = complete;
-  /* ':' is part of a command word; '.' of a file name. */
-  rl_basic_word_break_characters = " \t\n\"#()[]{},;=+-*/@^";
+  /* ':' is part of a command word; '.', '/' and '-' of a file name (so
+   * `a/b<Tab>` sees one word: `a / b<Tab>` completes `b`). */
+  rl_basic_word_break_characters = " \t\n\"#()[]{},;=+*@^";
   history_path(R);
   stifle_history(1000);
   if (R->history) read_history(R->history);
