@@ -937,6 +937,24 @@ static bool validate_block(Repl *R, BlockList *bl, const Block *b) {
 /* Add blocks (replacing those with the same kind and name) if every one of
  * them compiles; otherwise change nothing. */
 static bool define_blocks(Repl *R, Block *news, int nnew) {
+  /* Two blocks of one file with the same name: the language's error. */
+  for (int j = 1; j < nnew; j++)
+    for (int i = 0; i < j; i++)
+      if (news[i].kind == news[j].kind && !strcmp(news[i].name, news[j].name)) {
+        DlCompiler *cc = repl_compiler(R);
+        if (news[j].kind == BLOCK_MODEL)
+          dl_error(cc, news[j].origin, "redefinition of model '%s'", news[j].name);
+        else if (news[j].kind == BLOCK_TRAIN)
+          dl_error(cc, news[j].origin, "model '%s' already has a train block", news[j].name);
+        else
+          dl_error(cc, news[j].origin, "redefinition of '%s'", news[j].name);
+        dl_note(cc, news[i].origin, "previous definition is here");
+        dl_diag_render(cc, stderr, R->color);
+        dl_compiler_free(cc);
+        for (int k = 0; k < nnew; k++)
+          block_free(&news[k]);
+        return false;
+      }
   BlockList cand = {0};
   cand.cap = R->blocks.n + nnew + 1;
   cand.items = xrealloc(NULL, sizeof(Block) * (size_t)cand.cap);
