@@ -1,7 +1,7 @@
 /* cg_kernels.c - one LLVM function per kernel node: the per-op code generators.
  *
  * Every kernel has the signature
- *     void k(float *noalias out, const float *noalias in0[, in1], i64 n)
+ *     void k(float *noalias out, const float *noalias in0[, in1, in2], i64 n)
  * where n is the runtime batch size (the value of every N dimension).
  *
  * CPU kernels are loop nests over plain buffers, written so that LLVM's O3
@@ -14,16 +14,22 @@
  * elements i = ctaid.x*ntid.x + tid.x, i += nctaid.x*ntid.x, recovers the
  * multi-index by div/mod, and computes that element directly (matmul: a loop
  * over k; reductions: a loop over the reduced elements; softmax: the row's
- * max and sum recomputed).  Correctness first; tiling comes later.  The same
- * kernels can be built for the CPU (Cg.grid_kernels, see cg_testing.h), one
- * thread of one block, so that their logic is tested without a GPU.
+ * max and sum recomputed; the gradients of convolution and pooling: a loop
+ * over the outputs that read the element).  No kernel needs atomics or a
+ * barrier: where the CPU scatters (scatter_add, the gradients of pooling and
+ * convolution), the GPU kernel gathers instead.  Correctness first; tiling
+ * comes later.  The same kernels can be built for the CPU (Cg.grid_kernels,
+ * see cg_testing.h), one thread of one block, so that their logic is tested
+ * without a GPU.
  */
 #include "cg_internal.h"
 
 #include <math.h>
 #include <string.h>
 
-#define CG_MAX_OPS (1 + DL_MAX_INPUTS) /* output + inputs */
+/* Operands of an iteration space: the output and the inputs, or (emit_points)
+ * the output and one index per axis. */
+#define CG_MAX_OPS (1 + (DL_MAX_INPUTS > DL_MAX_RANK ? DL_MAX_INPUTS : DL_MAX_RANK))
 
 /* ---- symbolic sizes ------------------------------------------------------ */
 
@@ -143,22 +149,25 @@ static void store_f32(CgFn *f, LLVMValueRef val, LLVMValueRef base, LLVMValueRef
   LLVMSetAlignment(st, 4);
 }
 
-/* A float scalar that lives across loop iterations (an accumulator).  It is
- * an alloca in the entry block, which SROA turns into SSA values at -O1 and
+/* A scalar that lives across loop iterations (an accumulator).  It is an
+ * alloca in the entry block, which SROA turns into SSA values at -O1 and
  * above. */
-static LLVMValueRef scalar_slot(CgFn *f, const char *name) {
+static LLVMValueRef typed_slot(CgFn *f, LLVMTypeRef type, const char *name) {
   LLVMBuilderRef tmp = LLVMCreateBuilderInContext(f->cg->ctx);
   LLVMValueRef first = LLVMGetFirstInstruction(f->entry_bb);
   if (first)
     LLVMPositionBuilderBefore(tmp, first);
   else
     LLVMPositionBuilderAtEnd(tmp, f->entry_bb);
-  LLVMValueRef slot = LLVMBuildAlloca(tmp, f->cg->t_f32, name);
+  LLVMValueRef slot = LLVMBuildAlloca(tmp, type, name);
   LLVMDisposeBuilder(tmp);
   return slot;
 }
+static LLVMValueRef scalar_slot(CgFn *f, const char *name) {
+  return typed_slot(f, f->cg->t_f32, name);
+}
 static LLVMValueRef slot_get(CgFn *f, LLVMValueRef slot) {
-  return LLVMBuildLoad2(f->cg->b, f->cg->t_f32, slot, "");
+  return LLVMBuildLoad2(f->cg->b, LLVMGetAllocatedType(slot), slot, "");
 }
 static void slot_set(CgFn *f, LLVMValueRef slot, LLVMValueRef v) {
   LLVMBuildStore(f->cg->b, v, slot);
@@ -341,6 +350,9 @@ static LLVMValueRef map_value(CgFn *f, DlOp op, LLVMValueRef *x, LLVMValueRef sc
   case DL_OP_MUL: return f_mul(f, x[0], x[1]);
   case DL_OP_DIV: return f_div(f, x[0], x[1]);
   case DL_OP_POW: return m_pow(f, x[0], x[1]);
+  case DL_OP_MAXIMUM: return select_(f, fcmp(f, LLVMRealOGT, x[0], x[1]), x[0], x[1]);
+  case DL_OP_GT: return select_(f, fcmp(f, LLVMRealOGT, x[0], x[1]), one, zero);
+  case DL_OP_EQ: return select_(f, fcmp(f, LLVMRealOEQ, x[0], x[1]), one, zero);
   case DL_OP_EXPAND: return scale ? f_div(f, x[0], scale) : x[0];
   case DL_OP_RESHAPE:
   case DL_OP_ASSIGN: return x[0];
@@ -352,7 +364,23 @@ static LLVMValueRef map_value(CgFn *f, DlOp op, LLVMValueRef *x, LLVMValueRef sc
   case DL_OP_SUM:
   case DL_OP_MEAN:
   case DL_OP_SOFTMAX:
-  case DL_OP_LOG_SOFTMAX: break;
+  case DL_OP_LOG_SOFTMAX:
+  case DL_OP_MAX:
+  case DL_OP_PERMUTE:
+  case DL_OP_SLICE:
+  case DL_OP_PAD:
+  case DL_OP_CONCAT:
+  case DL_OP_GATHER:
+  case DL_OP_SCATTER_ADD:
+  case DL_OP_ONE_HOT:
+  case DL_OP_CONV2D:
+  case DL_OP_CONV2D_GRAD_INPUT:
+  case DL_OP_CONV2D_GRAD_FILTER:
+  case DL_OP_MAXPOOL2D:
+  case DL_OP_AVGPOOL2D:
+  case DL_OP_MAXPOOL2D_GRAD:
+  case DL_OP_AVGPOOL2D_GRAD:
+  case DL_OP_DROPOUT: break;
   }
   return NULL;
 }
@@ -639,6 +667,7 @@ static bool emit_matmul(CgFn *f) {
 /* ---- reductions ------------------------------------------------------------- */
 
 typedef struct ReduceCtx {
+  bool max;             /* MAX: start from -inf, keep the larger; else sum */
   LLVMValueRef count_f; /* MEAN: number of reduced elements, as float; else NULL */
   /* NVPTX: the reduced axes of the input */
   int nred;
@@ -650,10 +679,23 @@ static void zero_body(CgFn *f, LLVMValueRef *off, void *user) {
   store_f32(f, f32c(f->cg, 0.0), f->out, off[0]);
 }
 
+/* acc + x, or for MAX the larger (x only when greater: NaN never wins, as in
+ * the interpreter). */
+static LLVMValueRef reduce_step(CgFn *f, const ReduceCtx *r, LLVMValueRef acc, LLVMValueRef x) {
+  return r->max ? select_(f, fcmp(f, LLVMRealOGT, x, acc), x, acc) : f_add(f, acc, x);
+}
+
+static LLVMValueRef reduce_start(CgFn *f, const ReduceCtx *r) {
+  return f32c(f->cg, r->max ? -INFINITY : 0.0);
+}
+
+static void reduce_init_body(CgFn *f, LLVMValueRef *off, void *user) {
+  store_f32(f, reduce_start(f, user), f->out, off[0]);
+}
+
 static void accumulate_body(CgFn *f, LLVMValueRef *off, void *user) {
-  (void)user;
-  LLVMValueRef sum = f_add(f, load_f32(f, f->out, off[0]), load_f32(f, f->in[0], off[1]));
-  store_f32(f, sum, f->out, off[0]);
+  LLVMValueRef v = reduce_step(f, user, load_f32(f, f->out, off[0]), load_f32(f, f->in[0], off[1]));
+  store_f32(f, v, f->out, off[0]);
 }
 
 static void divide_body(CgFn *f, LLVMValueRef *off, void *user) {
@@ -670,7 +712,7 @@ static void reduce_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   for (int i = 0; i < r->nred; i++)
     count = sym_mul(count, r->red_dim[i]);
   LLVMValueRef acc = scalar_slot(f, "acc");
-  slot_set(f, acc, f32c(cg, 0.0));
+  slot_set(f, acc, reduce_start(f, r));
   CgLoop l;
   LLVMValueRef e = loop_begin(f, &l, i64c(cg, 0), sym_value(f, count), "e");
   LLVMValueRef in_off = off[1], rest = e;
@@ -683,7 +725,7 @@ static void reduce_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
     }
     in_off = idx_add(f, in_off, idx_mul(f, ix, sym_value(f, r->red_stride[i])));
   }
-  slot_set(f, acc, f_add(f, slot_get(f, acc), load_f32(f, f->in[0], in_off)));
+  slot_set(f, acc, reduce_step(f, r, slot_get(f, acc), load_f32(f, f->in[0], in_off)));
   loop_end(f, &l, i64c(cg, 1));
   LLVMValueRef v = slot_get(f, acc);
   if (r->count_f) v = f_div(f, v, r->count_f);
@@ -712,20 +754,20 @@ static bool emit_reduce(CgFn *f) {
   }
   if (!sym_eq(acc, shape_numel(&nd->shape)))
     return internal(f, "reduction result has the wrong number of elements");
-  ReduceCtx rc = {.count_f = NULL};
+  ReduceCtx rc = {.max = nd->op == DL_OP_MAX, .count_f = NULL};
   if (nd->op == DL_OP_MEAN)
     rc.count_f = LLVMBuildSIToFP(f->cg->b, sym_value(f, count), f->cg->t_f32, "");
 
   if (!on_gpu(f)) {
     CgNest flat = {.rank = 1, .nops = 1, .dim = {acc}, .stride = {{sym_const(1)}}};
-    emit_loops(f, &flat, zero_body, NULL);
+    emit_loops(f, &flat, reduce_init_body, &rc);
     CgNest nest = {.rank = r, .nops = 2};
     for (int i = 0; i < r; i++) {
       nest.dim[i] = sym_dim(si->d[i]);
       nest.stride[0][i] = st_out[i];
       nest.stride[1][i] = st_in[i];
     }
-    emit_loops(f, &nest, accumulate_body, NULL);
+    emit_loops(f, &nest, accumulate_body, &rc);
     if (rc.count_f) emit_loops(f, &flat, divide_body, &rc);
     return true;
   }
@@ -829,6 +871,710 @@ static bool emit_softmax(CgFn *f) {
         .rank = 1, .nops = 2, .dim = {shape_numel(s)}, .stride = {{sym_const(1)}, {sym_const(1)}}};
     emit_grid(f, &nest, softmax_gpu_body, &c);
   }
+  return true;
+}
+
+/* ---- shared helpers of the layout, indexing, convolution and pooling kernels */
+
+static LLVMValueRef icmp(CgFn *f, LLVMIntPredicate p, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildICmp(f->cg->b, p, a, b, "");
+}
+static LLVMValueRef idx_sub(CgFn *f, LLVMValueRef a, LLVMValueRef b) {
+  if (is_const_int(b, 0)) return a;
+  return LLVMBuildNSWSub(f->cg->b, a, b, "");
+}
+static LLVMValueRef idx_max(CgFn *f, LLVMValueRef a, LLVMValueRef b) {
+  return select_(f, icmp(f, LLVMIntSGT, a, b), a, b);
+}
+static LLVMValueRef idx_min(CgFn *f, LLVMValueRef a, LLVMValueRef b) {
+  return select_(f, icmp(f, LLVMIntSLT, a, b), a, b);
+}
+/* a / b rounded toward zero (b > 0). */
+static LLVMValueRef idx_div(CgFn *f, LLVMValueRef a, int64_t b) {
+  return b == 1 ? a : LLVMBuildSDiv(f->cg->b, a, i64c(f->cg, b), "");
+}
+
+/* out[off] += v */
+static void add_to(CgFn *f, LLVMValueRef v, LLVMValueRef off) {
+  store_f32(f, f_add(f, load_f32(f, f->out, off), v), f->out, off);
+}
+
+/* acc = a * b + acc, in a float slot */
+static void slot_fma(CgFn *f, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b) {
+  LLVMValueRef args[3] = {a, b, slot_get(f, acc)};
+  slot_set(f, acc, intrinsic(f, "llvm.fmuladd", f->cg->t_f32, args, 3));
+}
+
+/* CPU: out = 0 everywhere, before kernels that accumulate into it. */
+static void zero_output(CgFn *f) {
+  CgNest flat = {
+      .rank = 1, .nops = 1, .dim = {shape_numel(&f->node->shape)}, .stride = {{sym_const(1)}}};
+  emit_loops(f, &flat, zero_body, NULL);
+}
+
+/* sum of idx[i] * stride[i]: the offset of a multi-index of constants */
+static LLVMValueRef offset_value(CgFn *f, const int64_t *idx, const CgSym *stride, int rank) {
+  LLVMValueRef off = i64c(f->cg, 0);
+  for (int i = 0; i < rank; i++)
+    if (idx[i]) off = idx_add(f, off, idx_mul(f, i64c(f->cg, idx[i]), sym_value(f, stride[i])));
+  return off;
+}
+
+/* Every element of `s`: off[0] is its row-major offset, off[1 + k] its index
+ * along axis k (index operands advance by 1 along their own axis only, so
+ * their loops are never merged; an axis of extent 1 keeps index 0). */
+static void emit_points(CgFn *f, const DlShape *s, CgBody body, void *user) {
+  CgNest nest = {.rank = s->rank, .nops = 1 + s->rank};
+  for (int d = 0; d < s->rank; d++) {
+    nest.dim[d] = sym_dim(s->d[d]);
+    for (int k = 0; k < s->rank; k++)
+      nest.stride[1 + k][d] = sym_const(k == d ? 1 : 0);
+  }
+  contiguous_strides(s, nest.stride[0]);
+  emit_space(f, &nest, body, user);
+}
+
+/* The table row an index value selects, as the interpreter's table_row:
+ * clamped to [0, rows - 1] (NaN gives 0), truncated toward zero. */
+static LLVMValueRef table_row(CgFn *f, LLVMValueRef v, int64_t rows) {
+  Cg *cg = f->cg;
+  LLVMValueRef hi = f32c(cg, (double)(rows - 1));
+  v = select_(f, fcmp(f, LLVMRealOGT, v, f32c(cg, 0.0)), v, f32c(cg, 0.0));
+  v = select_(f, fcmp(f, LLVMRealOLT, v, hi), v, hi);
+  return LLVMBuildFPToSI(cg->b, v, cg->t_i64, "");
+}
+
+/* ---- layout: permute, slice, pad, concat ------------------------------------ */
+
+/* out[off[0] + out_base] = in[src][off[1] + in_base] */
+typedef struct CopyCtx {
+  int src;
+  LLVMValueRef out_base, in_base;
+} CopyCtx;
+
+static void copy_body(CgFn *f, LLVMValueRef *off, void *user) {
+  CopyCtx *c = user;
+  LLVMValueRef v = load_f32(f, f->in[c->src], idx_add(f, off[1], c->in_base));
+  store_f32(f, v, f->out, idx_add(f, off[0], c->out_base));
+}
+
+/* A strided copy: the iteration space is `dims` (rank r); the output and the
+ * input advance by their strides. */
+static void emit_copy(CgFn *f, const DlShape *dims, const CgSym *out_st, const CgSym *in_st,
+                      CopyCtx *c) {
+  CgNest nest = {.rank = dims->rank, .nops = 2};
+  for (int d = 0; d < dims->rank; d++) {
+    nest.dim[d] = sym_dim(dims->d[d]);
+    nest.stride[0][d] = out_st[d];
+    nest.stride[1][d] = in_st[d];
+  }
+  emit_space(f, &nest, copy_body, c);
+}
+
+typedef struct PadCtx {
+  const DlShape *in;
+  const int64_t *before;
+  CgSym in_st[DL_MAX_RANK];
+} PadCtx;
+
+/* GPU, one output element: the input element it comes from, or zero.  The
+ * index is clamped so that the load stays in bounds either way. */
+static void pad_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
+  PadCtx *p = user;
+  Cg *cg = f->cg;
+  LLVMValueRef inside = LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), 1, false);
+  LLVMValueRef in_off = i64c(cg, 0);
+  for (int k = 0; k < p->in->rank; k++) {
+    LLVMValueRef i = idx_sub(f, off[1 + k], i64c(cg, p->before[k]));
+    LLVMValueRef extent = sym_value(f, sym_dim(p->in->d[k]));
+    if (p->before[k] || p->in->d[k] != f->node->shape.d[k]) {
+      inside = LLVMBuildAnd(cg->b, inside, icmp(f, LLVMIntSGE, i, i64c(cg, 0)), "");
+      inside = LLVMBuildAnd(cg->b, inside, icmp(f, LLVMIntSLT, i, extent), "");
+      i = idx_min(f, idx_max(f, i, i64c(cg, 0)), idx_sub(f, extent, i64c(cg, 1)));
+    }
+    in_off = idx_add(f, in_off, idx_mul(f, i, sym_value(f, p->in_st[k])));
+  }
+  LLVMValueRef v = select_(f, inside, load_f32(f, f->in[0], in_off), f32c(cg, 0.0));
+  store_f32(f, v, f->out, off[0]);
+}
+
+static bool emit_layout(CgFn *f) {
+  const DlNode *nd = f->node;
+  const DlShape *so = &nd->shape, *sa = f->in_shape[0];
+  int r = so->rank;
+  if (sa->rank != r) return internal(f, "input and output ranks differ");
+  CgSym out_st[DL_MAX_RANK], a_st[DL_MAX_RANK], st[DL_MAX_RANK];
+  contiguous_strides(so, out_st);
+  contiguous_strides(sa, a_st);
+  CopyCtx c = {.src = 0, .out_base = i64c(f->cg, 0), .in_base = i64c(f->cg, 0)};
+  if (nd->op == DL_OP_PERMUTE) {
+    for (int d = 0; d < r; d++)
+      st[d] = a_st[nd->attr.permute.perm[d]];
+    emit_copy(f, so, out_st, st, &c);
+    return true;
+  }
+  if (nd->op == DL_OP_SLICE) {
+    c.in_base = offset_value(f, nd->attr.slice.start, a_st, r);
+    emit_copy(f, so, out_st, a_st, &c);
+    return true;
+  }
+  if (nd->op == DL_OP_PAD) {
+    if (on_gpu(f)) {
+      PadCtx p = {.in = sa, .before = nd->attr.pad.before};
+      memcpy(p.in_st, a_st, sizeof a_st);
+      emit_points(f, so, pad_gpu_body, &p);
+      return true;
+    }
+    /* CPU: zeros, then the input into the interior (both loops vectorise). */
+    zero_output(f);
+    c.out_base = offset_value(f, nd->attr.pad.before, out_st, r);
+    emit_copy(f, sa, out_st, a_st, &c);
+    return true;
+  }
+  if (nd->op == DL_OP_CONCAT) {
+    /* Two copies into disjoint parts of the output (on the GPU, two
+     * grid-stride loops with no dependence between them). */
+    const DlShape *sb = f->in_shape[1];
+    int axis = nd->attr.concat.axis;
+    if (sb->rank != r || axis < 0 || axis >= r) return internal(f, "bad concat operands");
+    emit_copy(f, sa, out_st, a_st, &c);
+    CgSym b_st[DL_MAX_RANK];
+    contiguous_strides(sb, b_st);
+    int64_t at[DL_MAX_RANK] = {0};
+    at[axis] = sa->d[axis];
+    CopyCtx cb = {.src = 1, .out_base = offset_value(f, at, out_st, r), .in_base = c.in_base};
+    emit_copy(f, sb, out_st, b_st, &cb);
+    return true;
+  }
+  return internal(f, "not a layout op");
+}
+
+/* ---- indexing: gather, scatter_add, one_hot ---------------------------------- */
+
+typedef struct IndexCtx {
+  int64_t rows;    /* V, the table's first axis */
+  CgSym width;     /* D, elements per table row */
+  CgSym positions; /* P, elements of the index tensor */
+} IndexCtx;
+
+/* off: out [p, d], table [d], idx [p] */
+static void gather_body(CgFn *f, LLVMValueRef *off, void *user) {
+  IndexCtx *x = user;
+  LLVMValueRef row = table_row(f, load_f32(f, f->in[1], off[2]), x->rows);
+  LLVMValueRef src = idx_add(f, idx_mul(f, row, sym_value(f, x->width)), off[1]);
+  store_f32(f, load_f32(f, f->in[0], src), f->out, off[0]);
+}
+
+/* CPU, one source element: off: src [p, d], idx [p], d */
+static void scatter_cpu_body(CgFn *f, LLVMValueRef *off, void *user) {
+  IndexCtx *x = user;
+  LLVMValueRef row = table_row(f, load_f32(f, f->in[1], off[1]), x->rows);
+  add_to(f, load_f32(f, f->in[0], off[0]),
+         idx_add(f, idx_mul(f, row, sym_value(f, x->width)), off[2]));
+}
+
+/* GPU, one table element: off: out [r, d], d, r.  The sum over every index
+ * position in order, adding zero where the index selects another row (no
+ * atomics, and the interpreter's order of additions). */
+static void scatter_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
+  IndexCtx *x = user;
+  Cg *cg = f->cg;
+  LLVMValueRef acc = scalar_slot(f, "acc");
+  slot_set(f, acc, f32c(cg, 0.0));
+  CgLoop l;
+  LLVMValueRef p = loop_begin(f, &l, i64c(cg, 0), sym_value(f, x->positions), "p");
+  LLVMValueRef row = table_row(f, load_f32(f, f->in[1], p), x->rows);
+  LLVMValueRef v = load_f32(f, f->in[0], idx_add(f, idx_mul(f, p, sym_value(f, x->width)), off[1]));
+  v = select_(f, icmp(f, LLVMIntEQ, row, off[2]), v, f32c(cg, 0.0));
+  slot_set(f, acc, f_add(f, slot_get(f, acc), v));
+  loop_end(f, &l, i64c(cg, 1));
+  store_f32(f, slot_get(f, acc), f->out, off[0]);
+}
+
+/* off: out [p, c], labels [p], c */
+static void one_hot_body(CgFn *f, LLVMValueRef *off, void *user) {
+  (void)user;
+  Cg *cg = f->cg;
+  LLVMValueRef label = load_f32(f, f->in[0], off[1]);
+  LLVMValueRef c = LLVMBuildSIToFP(cg->b, off[2], cg->t_f32, "");
+  store_f32(f, select_(f, fcmp(f, LLVMRealOEQ, label, c), f32c(cg, 1.0), f32c(cg, 0.0)), f->out,
+            off[0]);
+}
+
+static bool emit_index(CgFn *f) {
+  const DlNode *nd = f->node;
+  CgSym one = sym_const(1), zero = sym_const(0);
+  if (nd->op == DL_OP_ONE_HOT) {
+    CgSym classes = sym_dim(nd->shape.d[nd->shape.rank - 1]);
+    CgNest nest = {.rank = 2,
+                   .nops = 3,
+                   .dim = {shape_numel(f->in_shape[0]), classes},
+                   .stride = {{classes, one}, {one, zero}, {zero, one}}};
+    emit_space(f, &nest, one_hot_body, NULL);
+    return true;
+  }
+  const DlShape *table = nd->op == DL_OP_GATHER ? f->in_shape[0] : &nd->shape;
+  if (table->rank < 1 || table->d[0] < 1) return internal(f, "the table has no rows");
+  IndexCtx x = {
+      .rows = table->d[0], .width = sym_const(1), .positions = shape_numel(f->in_shape[1])};
+  for (int d = 1; d < table->rank; d++)
+    x.width = sym_mul(x.width, sym_dim(table->d[d]));
+  if (nd->op == DL_OP_GATHER) {
+    CgNest nest = {.rank = 2,
+                   .nops = 3,
+                   .dim = {x.positions, x.width},
+                   .stride = {{x.width, one}, {zero, one}, {one, zero}}};
+    emit_space(f, &nest, gather_body, &x);
+  } else if (!on_gpu(f)) {
+    zero_output(f);
+    CgNest nest = {.rank = 2,
+                   .nops = 3,
+                   .dim = {x.positions, x.width},
+                   .stride = {{x.width, one}, {one, zero}, {zero, one}}};
+    emit_loops(f, &nest, scatter_cpu_body, &x);
+  } else {
+    CgNest nest = {.rank = 2,
+                   .nops = 3,
+                   .dim = {sym_const(x.rows), x.width},
+                   .stride = {{x.width, one}, {zero, one}, {one, zero}}};
+    emit_grid(f, &nest, scatter_gpu_body, &x);
+  }
+  return true;
+}
+
+/* ---- conv2d and its gradients (NCHW) ------------------------------------------ */
+
+typedef struct ConvCtx {
+  DlOp op;
+  CgSym batch;
+  int64_t C, H, W, O, KH, KW, OH, OW;
+  int sh, sw, ph, pw;
+} ConvCtx;
+
+static LLVMValueRef nchw(CgFn *f, LLVMValueRef a, int64_t B, LLVMValueRef b, int64_t C,
+                         LLVMValueRef c, int64_t D, LLVMValueRef d) {
+  Cg *cg = f->cg;
+  LLVMValueRef off = idx_add(f, idx_mul(f, a, i64c(cg, B)), b);
+  off = idx_add(f, idx_mul(f, off, i64c(cg, C)), c);
+  return idx_add(f, idx_mul(f, off, i64c(cg, D)), d);
+}
+static LLVMValueRef x_off(CgFn *f, const ConvCtx *c, LLVMValueRef s, LLVMValueRef ch,
+                          LLVMValueRef h, LLVMValueRef w) {
+  return nchw(f, s, c->C, ch, c->H, h, c->W, w);
+}
+static LLVMValueRef w_off(CgFn *f, const ConvCtx *c, LLVMValueRef o, LLVMValueRef ch,
+                          LLVMValueRef ki, LLVMValueRef kj) {
+  return nchw(f, o, c->C, ch, c->KH, ki, c->KW, kj);
+}
+static LLVMValueRef y_off(CgFn *f, const ConvCtx *c, LLVMValueRef s, LLVMValueRef o, LLVMValueRef i,
+                          LLVMValueRef j) {
+  return nchw(f, s, c->O, o, c->OH, i, c->OW, j);
+}
+
+/* The output positions i whose window puts tap k on the input (0 <= i*s + k
+ * - p < H): [lo, hi), possibly empty. */
+static void out_range(CgFn *f, LLVMValueRef k, int p, int s, int64_t H, int64_t OH,
+                      LLVMValueRef *lo, LLVMValueRef *hi) {
+  Cg *cg = f->cg;
+  LLVMValueRef under = idx_max(f, idx_sub(f, i64c(cg, p), k), i64c(cg, 0));
+  *lo = idx_div(f, idx_add(f, under, i64c(cg, s - 1)), s);
+  *hi = idx_min(f, i64c(cg, OH), idx_div(f, idx_sub(f, i64c(cg, H - 1 + p + s), k), s));
+}
+
+/* The input coordinate of output position i and tap k: i*s + k - p. */
+static LLVMValueRef in_coord(CgFn *f, LLVMValueRef i, int s, LLVMValueRef k, int p) {
+  return idx_sub(f, idx_add(f, idx_mul(f, i, i64c(f->cg, s)), k), i64c(f->cg, p));
+}
+
+/* CPU: one loop nest for all three ops, over (sample, filter, channel, tap)
+ * and then the output positions that tap reaches, so the innermost loop runs
+ * along a row with no bounds tests (contiguous when the stride is 1):
+ *   conv2d:       y[s,o,i,j]    += x[s,c,h,w] * w[o,c,ki,kj]
+ *   grad_input:   dx[s,c,h,w]   += dy[s,o,i,j] * w[o,c,ki,kj]
+ *   grad_filter:  dw[o,c,ki,kj] += sum over i, j of x[s,c,h,w] * dy[s,o,i,j] */
+static void conv_cpu(CgFn *f, const ConvCtx *c) {
+  Cg *cg = f->cg;
+  zero_output(f);
+  CgLoop ls, lo, lc, lki, lkj, li, lj;
+  LLVMValueRef s = loop_begin(f, &ls, i64c(cg, 0), sym_value(f, c->batch), "s");
+  LLVMValueRef o = loop_begin(f, &lo, i64c(cg, 0), i64c(cg, c->O), "o");
+  LLVMValueRef ch = loop_begin(f, &lc, i64c(cg, 0), i64c(cg, c->C), "c");
+  LLVMValueRef ki = loop_begin(f, &lki, i64c(cg, 0), i64c(cg, c->KH), "ki");
+  LLVMValueRef ilo, ihi, jlo, jhi;
+  out_range(f, ki, c->ph, c->sh, c->H, c->OH, &ilo, &ihi);
+  LLVMValueRef kj = loop_begin(f, &lkj, i64c(cg, 0), i64c(cg, c->KW), "kj");
+  out_range(f, kj, c->pw, c->sw, c->W, c->OW, &jlo, &jhi);
+  LLVMValueRef wo = w_off(f, c, o, ch, ki, kj);
+  LLVMValueRef wv = c->op == DL_OP_CONV2D_GRAD_FILTER ? NULL : load_f32(f, f->in[1], wo);
+  LLVMValueRef acc = NULL;
+  if (!wv) {
+    acc = scalar_slot(f, "acc");
+    slot_set(f, acc, f32c(cg, 0.0));
+  }
+  LLVMValueRef i = loop_begin(f, &li, ilo, ihi, "i");
+  LLVMValueRef h = in_coord(f, i, c->sh, ki, c->ph);
+  LLVMValueRef j = loop_begin(f, &lj, jlo, jhi, "j");
+  LLVMValueRef w = in_coord(f, j, c->sw, kj, c->pw);
+  LLVMValueRef xo = x_off(f, c, s, ch, h, w), yo = y_off(f, c, s, o, i, j);
+  if (c->op == DL_OP_CONV2D) {
+    LLVMValueRef args[3] = {load_f32(f, f->in[0], xo), wv, load_f32(f, f->out, yo)};
+    store_f32(f, intrinsic(f, "llvm.fmuladd", cg->t_f32, args, 3), f->out, yo);
+  } else if (c->op == DL_OP_CONV2D_GRAD_INPUT) {
+    LLVMValueRef args[3] = {load_f32(f, f->in[0], yo), wv, load_f32(f, f->out, xo)};
+    store_f32(f, intrinsic(f, "llvm.fmuladd", cg->t_f32, args, 3), f->out, xo);
+  } else {
+    /* A sum over a row: allowed to be reassociated so that it vectorises
+     * (partial sums per lane; the interpreter sums in order, and the two
+     * agree to float rounding). */
+    LLVMValueRef args[3] = {load_f32(f, f->in[0], xo), load_f32(f, f->in[1], yo), slot_get(f, acc)};
+    LLVMValueRef v = intrinsic(f, "llvm.fmuladd", cg->t_f32, args, 3);
+    LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc | LLVMFastMathAllowContract);
+    slot_set(f, acc, v);
+  }
+  loop_end(f, &lj, i64c(cg, 1));
+  loop_end(f, &li, i64c(cg, 1));
+  if (acc) add_to(f, slot_get(f, acc), wo);
+  loop_end(f, &lkj, i64c(cg, 1));
+  loop_end(f, &lki, i64c(cg, 1));
+  loop_end(f, &lc, i64c(cg, 1));
+  loop_end(f, &lo, i64c(cg, 1));
+  loop_end(f, &ls, i64c(cg, 1));
+}
+
+/* GPU conv2d, one output element y[s,o,i,j] (off[1..4]): the taps that land
+ * on the input, [max(0, p - i*s), min(K, H + p - i*s)) per axis. */
+static void conv_gpu_forward(CgFn *f, LLVMValueRef *off, void *user) {
+  ConvCtx *c = user;
+  Cg *cg = f->cg;
+  LLVMValueRef s = off[1], o = off[2], i = off[3], j = off[4];
+  LLVMValueRef acc = scalar_slot(f, "acc");
+  slot_set(f, acc, f32c(cg, 0.0));
+  LLVMValueRef hb = in_coord(f, i, c->sh, i64c(cg, 0), c->ph);
+  LLVMValueRef wb = in_coord(f, j, c->sw, i64c(cg, 0), c->pw);
+  LLVMValueRef kilo = idx_max(f, i64c(cg, 0), idx_sub(f, i64c(cg, 0), hb));
+  LLVMValueRef kihi = idx_min(f, i64c(cg, c->KH), idx_sub(f, i64c(cg, c->H), hb));
+  LLVMValueRef kjlo = idx_max(f, i64c(cg, 0), idx_sub(f, i64c(cg, 0), wb));
+  LLVMValueRef kjhi = idx_min(f, i64c(cg, c->KW), idx_sub(f, i64c(cg, c->W), wb));
+  CgLoop lc, lki, lkj;
+  LLVMValueRef ch = loop_begin(f, &lc, i64c(cg, 0), i64c(cg, c->C), "c");
+  LLVMValueRef ki = loop_begin(f, &lki, kilo, kihi, "ki");
+  LLVMValueRef kj = loop_begin(f, &lkj, kjlo, kjhi, "kj");
+  LLVMValueRef xo = x_off(f, c, s, ch, idx_add(f, hb, ki), idx_add(f, wb, kj));
+  slot_fma(f, acc, load_f32(f, f->in[0], xo), load_f32(f, f->in[1], w_off(f, c, o, ch, ki, kj)));
+  loop_end(f, &lkj, i64c(cg, 1));
+  loop_end(f, &lki, i64c(cg, 1));
+  loop_end(f, &lc, i64c(cg, 1));
+  store_f32(f, slot_get(f, acc), f->out, off[0]);
+}
+
+/* GPU grad_input, one element dx[s,c,h,w]: the taps ki with t = h + p - ki in
+ * [0, (OH-1)*s] reach an output row i = t / s when s divides t; a tap that
+ * does not contributes zero (its loads stay in bounds). */
+static void conv_gpu_grad_input(CgFn *f, LLVMValueRef *off, void *user) {
+  ConvCtx *c = user;
+  Cg *cg = f->cg;
+  LLVMValueRef s = off[1], ch = off[2], h = off[3], w = off[4];
+  LLVMValueRef acc = scalar_slot(f, "acc");
+  slot_set(f, acc, f32c(cg, 0.0));
+  LLVMValueRef hp = idx_add(f, h, i64c(cg, c->ph)), wp = idx_add(f, w, i64c(cg, c->pw));
+  LLVMValueRef kilo = idx_max(f, i64c(cg, 0), idx_sub(f, hp, i64c(cg, (c->OH - 1) * c->sh)));
+  LLVMValueRef kihi = idx_min(f, i64c(cg, c->KH), idx_add(f, hp, i64c(cg, 1)));
+  LLVMValueRef kjlo = idx_max(f, i64c(cg, 0), idx_sub(f, wp, i64c(cg, (c->OW - 1) * c->sw)));
+  LLVMValueRef kjhi = idx_min(f, i64c(cg, c->KW), idx_add(f, wp, i64c(cg, 1)));
+  CgLoop lo, lki, lkj;
+  LLVMValueRef o = loop_begin(f, &lo, i64c(cg, 0), i64c(cg, c->O), "o");
+  LLVMValueRef ki = loop_begin(f, &lki, kilo, kihi, "ki");
+  LLVMValueRef t = idx_sub(f, hp, ki);
+  LLVMValueRef i = idx_div(f, t, c->sh);
+  LLVMValueRef on_row = icmp(f, LLVMIntEQ, idx_mul(f, i, i64c(cg, c->sh)), t);
+  LLVMValueRef kj = loop_begin(f, &lkj, kjlo, kjhi, "kj");
+  LLVMValueRef u = idx_sub(f, wp, kj);
+  LLVMValueRef j = idx_div(f, u, c->sw);
+  LLVMValueRef hit =
+      LLVMBuildAnd(cg->b, on_row, icmp(f, LLVMIntEQ, idx_mul(f, j, i64c(cg, c->sw)), u), "");
+  LLVMValueRef prod = f_mul(f, load_f32(f, f->in[0], y_off(f, c, s, o, i, j)),
+                            load_f32(f, f->in[1], w_off(f, c, o, ch, ki, kj)));
+  slot_set(f, acc, f_add(f, slot_get(f, acc), select_(f, hit, prod, f32c(cg, 0.0))));
+  loop_end(f, &lkj, i64c(cg, 1));
+  loop_end(f, &lki, i64c(cg, 1));
+  loop_end(f, &lo, i64c(cg, 1));
+  store_f32(f, slot_get(f, acc), f->out, off[0]);
+}
+
+/* GPU grad_filter, one element dw[o,c,ki,kj]: over the samples and the output
+ * positions where that tap lands on the input. */
+static void conv_gpu_grad_filter(CgFn *f, LLVMValueRef *off, void *user) {
+  ConvCtx *c = user;
+  Cg *cg = f->cg;
+  LLVMValueRef o = off[1], ch = off[2], ki = off[3], kj = off[4];
+  LLVMValueRef acc = scalar_slot(f, "acc");
+  slot_set(f, acc, f32c(cg, 0.0));
+  LLVMValueRef ilo, ihi, jlo, jhi;
+  out_range(f, ki, c->ph, c->sh, c->H, c->OH, &ilo, &ihi);
+  out_range(f, kj, c->pw, c->sw, c->W, c->OW, &jlo, &jhi);
+  CgLoop ls, li, lj;
+  LLVMValueRef s = loop_begin(f, &ls, i64c(cg, 0), sym_value(f, c->batch), "s");
+  LLVMValueRef i = loop_begin(f, &li, ilo, ihi, "i");
+  LLVMValueRef h = in_coord(f, i, c->sh, ki, c->ph);
+  LLVMValueRef j = loop_begin(f, &lj, jlo, jhi, "j");
+  LLVMValueRef w = in_coord(f, j, c->sw, kj, c->pw);
+  slot_fma(f, acc, load_f32(f, f->in[0], x_off(f, c, s, ch, h, w)),
+           load_f32(f, f->in[1], y_off(f, c, s, o, i, j)));
+  loop_end(f, &lj, i64c(cg, 1));
+  loop_end(f, &li, i64c(cg, 1));
+  loop_end(f, &ls, i64c(cg, 1));
+  store_f32(f, slot_get(f, acc), f->out, off[0]);
+}
+
+static bool emit_conv(CgFn *f) {
+  const DlNode *nd = f->node;
+  const DlShape *in0 = f->in_shape[0], *in1 = f->in_shape[1];
+  const DlShape *xs = nd->op == DL_OP_CONV2D_GRAD_INPUT ? &nd->shape : in0;
+  const DlShape *ws = nd->op == DL_OP_CONV2D_GRAD_FILTER ? &nd->shape : in1;
+  const DlShape *ys = nd->op == DL_OP_CONV2D              ? &nd->shape
+                      : nd->op == DL_OP_CONV2D_GRAD_INPUT ? in0
+                                                          : in1;
+  if (xs->rank != 4 || ws->rank != 4 || ys->rank != 4 || xs->d[1] != ws->d[1] ||
+      ys->d[1] != ws->d[0] || xs->d[0] != ys->d[0])
+    return internal(f, "convolution shapes do not agree");
+  ConvCtx c = {.op = nd->op,
+               .batch = sym_dim(xs->d[0]),
+               .C = xs->d[1],
+               .H = xs->d[2],
+               .W = xs->d[3],
+               .O = ws->d[0],
+               .KH = ws->d[2],
+               .KW = ws->d[3],
+               .OH = ys->d[2],
+               .OW = ys->d[3],
+               .sh = nd->attr.conv.sh,
+               .sw = nd->attr.conv.sw,
+               .ph = nd->attr.conv.ph,
+               .pw = nd->attr.conv.pw};
+  if (!on_gpu(f)) {
+    conv_cpu(f, &c);
+    return true;
+  }
+  CgBody body = nd->op == DL_OP_CONV2D              ? conv_gpu_forward
+                : nd->op == DL_OP_CONV2D_GRAD_INPUT ? conv_gpu_grad_input
+                                                    : conv_gpu_grad_filter;
+  emit_points(f, &nd->shape, body, &c);
+  return true;
+}
+
+/* ---- pooling over the last two axes, and its gradients ------------------------ */
+
+typedef struct PoolCtx {
+  DlOp op;
+  CgSym planes; /* the product of the leading axes */
+  int64_t H, W, OH, OW;
+  int kh, kw, sh, sw;
+  LLVMValueRef inv_area; /* 1 / (kh * kw) */
+} PoolCtx;
+
+/* The first maximum of the window whose top-left element is at offset `at`
+ * in x (in[0]): its value and offset, scanning row-major from -inf and
+ * keeping an element only when it is greater. */
+static void window_max(CgFn *f, const PoolCtx *p, LLVMValueRef at, LLVMValueRef *best,
+                       LLVMValueRef *best_at) {
+  Cg *cg = f->cg;
+  LLVMValueRef bv = scalar_slot(f, "best"), bo = typed_slot(f, cg->t_i64, "best_at");
+  slot_set(f, bv, f32c(cg, -INFINITY));
+  slot_set(f, bo, at);
+  CgLoop li, lj;
+  LLVMValueRef ki = loop_begin(f, &li, i64c(cg, 0), i64c(cg, p->kh), "ki");
+  LLVMValueRef row = idx_add(f, at, idx_mul(f, ki, i64c(cg, p->W)));
+  LLVMValueRef kj = loop_begin(f, &lj, i64c(cg, 0), i64c(cg, p->kw), "kj");
+  LLVMValueRef o = idx_add(f, row, kj);
+  LLVMValueRef x = load_f32(f, f->in[0], o);
+  LLVMValueRef greater = fcmp(f, LLVMRealOGT, x, slot_get(f, bv));
+  slot_set(f, bo, select_(f, greater, o, slot_get(f, bo)));
+  slot_set(f, bv, select_(f, greater, x, slot_get(f, bv)));
+  loop_end(f, &lj, i64c(cg, 1));
+  loop_end(f, &li, i64c(cg, 1));
+  *best = slot_get(f, bv);
+  *best_at = slot_get(f, bo);
+}
+
+/* One window: off[0] is the pooled element (y or dy), off[1] the window's
+ * top-left element in x (or dx).  Forward pooling on CPU and GPU; the
+ * gradients' CPU scatter. */
+static void pool_window_body(CgFn *f, LLVMValueRef *off, void *user) {
+  PoolCtx *p = user;
+  Cg *cg = f->cg;
+  if (p->op == DL_OP_MAXPOOL2D || p->op == DL_OP_MAXPOOL2D_GRAD) {
+    LLVMValueRef best, at;
+    window_max(f, p, off[1], &best, &at);
+    if (p->op == DL_OP_MAXPOOL2D)
+      store_f32(f, best, f->out, off[0]);
+    else
+      add_to(f, load_f32(f, f->in[1], off[0]), at);
+    return;
+  }
+  LLVMValueRef acc = p->op == DL_OP_AVGPOOL2D ? scalar_slot(f, "sum") : NULL;
+  LLVMValueRef share = NULL;
+  if (acc)
+    slot_set(f, acc, f32c(cg, 0.0));
+  else
+    share = f_mul(f, load_f32(f, f->in[0], off[0]), p->inv_area);
+  CgLoop li, lj;
+  LLVMValueRef ki = loop_begin(f, &li, i64c(cg, 0), i64c(cg, p->kh), "ki");
+  LLVMValueRef row = idx_add(f, off[1], idx_mul(f, ki, i64c(cg, p->W)));
+  LLVMValueRef kj = loop_begin(f, &lj, i64c(cg, 0), i64c(cg, p->kw), "kj");
+  LLVMValueRef o = idx_add(f, row, kj);
+  if (acc)
+    slot_set(f, acc, f_add(f, slot_get(f, acc), load_f32(f, f->in[0], o)));
+  else
+    add_to(f, share, o);
+  loop_end(f, &lj, i64c(cg, 1));
+  loop_end(f, &li, i64c(cg, 1));
+  if (acc) store_f32(f, f_mul(f, slot_get(f, acc), p->inv_area), f->out, off[0]);
+}
+
+/* GPU gradient, one element dx[plane, h, w] (off: dx, plane, h, w): the
+ * windows that contain it are rows i with i*sh <= h < i*sh + kh, that is
+ * [ceil((h - kh + 1) / sh), h / sh], and likewise for columns. */
+static void pool_gpu_grad_body(CgFn *f, LLVMValueRef *off, void *user) {
+  PoolCtx *p = user;
+  Cg *cg = f->cg;
+  LLVMValueRef plane = off[1], h = off[2], w = off[3];
+  LLVMValueRef acc = scalar_slot(f, "acc");
+  slot_set(f, acc, f32c(cg, 0.0));
+  LLVMValueRef ilo = idx_div(
+      f,
+      idx_add(f, idx_max(f, idx_sub(f, h, i64c(cg, p->kh - 1)), i64c(cg, 0)), i64c(cg, p->sh - 1)),
+      p->sh);
+  LLVMValueRef ihi = idx_min(f, i64c(cg, p->OH), idx_add(f, idx_div(f, h, p->sh), i64c(cg, 1)));
+  LLVMValueRef jlo = idx_div(
+      f,
+      idx_add(f, idx_max(f, idx_sub(f, w, i64c(cg, p->kw - 1)), i64c(cg, 0)), i64c(cg, p->sw - 1)),
+      p->sw);
+  LLVMValueRef jhi = idx_min(f, i64c(cg, p->OW), idx_add(f, idx_div(f, w, p->sw), i64c(cg, 1)));
+  LLVMValueRef x_plane = idx_mul(f, plane, i64c(cg, p->H * p->W));
+  LLVMValueRef y_plane = idx_mul(f, plane, i64c(cg, p->OH * p->OW));
+  CgLoop li, lj;
+  LLVMValueRef i = loop_begin(f, &li, ilo, ihi, "i");
+  LLVMValueRef j = loop_begin(f, &lj, jlo, jhi, "j");
+  LLVMValueRef yo = idx_add(f, y_plane, idx_add(f, idx_mul(f, i, i64c(cg, p->OW)), j));
+  LLVMValueRef v;
+  if (p->op == DL_OP_MAXPOOL2D_GRAD) {
+    LLVMValueRef top_left =
+        idx_add(f, x_plane,
+                idx_add(f, idx_mul(f, i, i64c(cg, p->sh * p->W)), idx_mul(f, j, i64c(cg, p->sw))));
+    LLVMValueRef best, at;
+    window_max(f, p, top_left, &best, &at);
+    v = select_(f, icmp(f, LLVMIntEQ, at, off[0]), load_f32(f, f->in[1], yo), f32c(cg, 0.0));
+  } else {
+    v = f_mul(f, load_f32(f, f->in[0], yo), p->inv_area);
+  }
+  slot_set(f, acc, f_add(f, slot_get(f, acc), v));
+  loop_end(f, &lj, i64c(cg, 1));
+  loop_end(f, &li, i64c(cg, 1));
+  store_f32(f, slot_get(f, acc), f->out, off[0]);
+}
+
+static bool emit_pool(CgFn *f) {
+  const DlNode *nd = f->node;
+  bool grad = nd->op == DL_OP_MAXPOOL2D_GRAD || nd->op == DL_OP_AVGPOOL2D_GRAD;
+  const DlShape *xs = grad ? &nd->shape : f->in_shape[0];
+  const DlShape *ys = !grad ? &nd->shape : f->in_shape[nd->op == DL_OP_MAXPOOL2D_GRAD ? 1 : 0];
+  int r = xs->rank;
+  if (r < 2 || ys->rank != r) return internal(f, "pooling shapes do not agree");
+  PoolCtx p = {.op = nd->op,
+               .planes = sym_const(1),
+               .H = xs->d[r - 2],
+               .W = xs->d[r - 1],
+               .OH = ys->d[r - 2],
+               .OW = ys->d[r - 1],
+               .kh = nd->attr.pool.kh,
+               .kw = nd->attr.pool.kw,
+               .sh = nd->attr.pool.sh,
+               .sw = nd->attr.pool.sw};
+  for (int d = 0; d < r - 2; d++)
+    p.planes = sym_mul(p.planes, sym_dim(xs->d[d]));
+  /* 1/(kh kw) rounded to float: the interpreter divides in double, well
+   * within the tests' tolerance. */
+  p.inv_area = f32c(f->cg, 1.0 / (double)(p.kh * p.kw));
+  if (grad && on_gpu(f)) {
+    CgSym one = sym_const(1), zero = sym_const(0);
+    CgNest nest = {.rank = 3,
+                   .nops = 4,
+                   .dim = {p.planes, sym_const(p.H), sym_const(p.W)},
+                   .stride = {{sym_const(p.H * p.W), sym_const(p.W), one},
+                              {one, zero, zero},
+                              {zero, one, zero},
+                              {zero, zero, one}}};
+    emit_grid(f, &nest, pool_gpu_grad_body, &p);
+    return true;
+  }
+  /* One point per window: the pooled element and the window's top-left. */
+  CgNest nest = {.rank = 3,
+                 .nops = 2,
+                 .dim = {p.planes, sym_const(p.OH), sym_const(p.OW)},
+                 .stride = {{sym_const(p.OH * p.OW), sym_const(p.OW), sym_const(1)},
+                            {sym_const(p.H * p.W), sym_const(p.sh * p.W), sym_const(p.sw)}}};
+  if (grad) {
+    zero_output(f);
+    emit_loops(f, &nest, pool_window_body, &p);
+  } else {
+    emit_space(f, &nest, pool_window_body, &p);
+  }
+  return true;
+}
+
+/* ---- dropout ---------------------------------------------------------------- */
+
+/* splitmix64's finaliser, bit for bit as dl_hash64 / dlrt_hash64. */
+static LLVMValueRef hash64(CgFn *f, LLVMValueRef x) {
+  LLVMBuilderRef b = f->cg->b;
+  LLVMTypeRef t = f->cg->t_i64;
+  LLVMValueRef z = LLVMBuildAdd(b, x, LLVMConstInt(t, UINT64_C(0x9e3779b97f4a7c15), false), "");
+  z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, LLVMConstInt(t, 30, false), ""), "");
+  z = LLVMBuildMul(b, z, LLVMConstInt(t, UINT64_C(0xbf58476d1ce4e5b9), false), "");
+  z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, LLVMConstInt(t, 27, false), ""), "");
+  z = LLVMBuildMul(b, z, LLVMConstInt(t, UINT64_C(0x94d049bb133111eb), false), "");
+  return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, LLVMConstInt(t, 31, false), ""), "");
+}
+
+typedef struct DropoutCtx {
+  LLVMValueRef train;  /* i1: train.mode != 0 */
+  LLVMValueRef stream; /* i64: h(h(seed) ^ stream), the same for every element */
+  uint64_t threshold;  /* keep iff the top 53 bits >= ceil(p 2^53), i.e. u >= p */
+  LLVMValueRef scale;  /* 1 / (1 - p) */
+} DropoutCtx;
+
+/* off[0] == off[1] is the element's flat index: the counter. */
+static void dropout_body(CgFn *f, LLVMValueRef *off, void *user) {
+  DropoutCtx *d = user;
+  Cg *cg = f->cg;
+  LLVMValueRef x = load_f32(f, f->in[0], off[1]);
+  LLVMValueRef bits = hash64(f, LLVMBuildXor(cg->b, d->stream, off[0], ""));
+  bits = LLVMBuildLShr(cg->b, bits, LLVMConstInt(cg->t_i64, 11, false), "");
+  LLVMValueRef keep =
+      icmp(f, LLVMIntUGE, bits, LLVMConstInt(cg->t_i64, (unsigned long long)d->threshold, false));
+  LLVMValueRef dropped = select_(f, keep, f_mul(f, x, d->scale), f32c(cg, 0.0));
+  store_f32(f, select_(f, d->train, dropped, x), f->out, off[0]);
+}
+
+static bool emit_dropout(CgFn *f) {
+  const DlNode *nd = f->node;
+  Cg *cg = f->cg;
+  double p = nd->attr.dropout.p;
+  if (!(p >= 0 && p < 1)) return internal(f, "dropout probability outside [0, 1)");
+  DropoutCtx d = {.threshold = (uint64_t)ceil(p * 0x1p53), .scale = f32c(cg, 1.0 / (1.0 - p))};
+  LLVMValueRef mode = load_f32(f, f->in[1], i64c(cg, 0));
+  d.train = fcmp(f, LLVMRealUNE, mode, f32c(cg, 0.0));
+  /* The seed as dl_dropout_seed: clamped to [0, 2^32], truncated. */
+  LLVMValueRef seed = load_f32(f, f->in[2], i64c(cg, 0));
+  seed = select_(f, fcmp(f, LLVMRealOGT, seed, f32c(cg, 0.0)), seed, f32c(cg, 0.0));
+  seed =
+      select_(f, fcmp(f, LLVMRealOLT, seed, f32c(cg, 4294967296.0)), seed, f32c(cg, 4294967296.0));
+  LLVMValueRef key = hash64(f, LLVMBuildFPToUI(cg->b, seed, cg->t_i64, ""));
+  d.stream = hash64(
+      f, LLVMBuildXor(cg->b, key, LLVMConstInt(cg->t_i64, nd->attr.dropout.stream, false), ""));
+  CgSym one = sym_const(1);
+  CgNest nest = {.rank = 1, .nops = 2, .dim = {shape_numel(&nd->shape)}, .stride = {{one}, {one}}};
+  emit_space(f, &nest, dropout_body, &d);
   return true;
 }
 
@@ -940,6 +1686,9 @@ bool cg_emit_kernel(Cg *cg, DlNodeId id) {
   case DL_OP_MUL:
   case DL_OP_DIV:
   case DL_OP_POW:
+  case DL_OP_MAXIMUM:
+  case DL_OP_GT:
+  case DL_OP_EQ:
   case DL_OP_EXPAND:
   case DL_OP_RESHAPE: /* a copy, used only where the plan did not make it a view */
   case DL_OP_ASSIGN:
@@ -952,6 +1701,7 @@ bool cg_emit_kernel(Cg *cg, DlNodeId id) {
     break;
   case DL_OP_SUM:
   case DL_OP_MEAN:
+  case DL_OP_MAX:
     kernel_begin(cg, id, &f);
     ok = emit_reduce(&f);
     break;
@@ -959,6 +1709,36 @@ bool cg_emit_kernel(Cg *cg, DlNodeId id) {
   case DL_OP_LOG_SOFTMAX:
     kernel_begin(cg, id, &f);
     ok = emit_softmax(&f);
+    break;
+  case DL_OP_PERMUTE:
+  case DL_OP_SLICE:
+  case DL_OP_PAD:
+  case DL_OP_CONCAT:
+    kernel_begin(cg, id, &f);
+    ok = emit_layout(&f);
+    break;
+  case DL_OP_GATHER:
+  case DL_OP_SCATTER_ADD:
+  case DL_OP_ONE_HOT:
+    kernel_begin(cg, id, &f);
+    ok = emit_index(&f);
+    break;
+  case DL_OP_CONV2D:
+  case DL_OP_CONV2D_GRAD_INPUT:
+  case DL_OP_CONV2D_GRAD_FILTER:
+    kernel_begin(cg, id, &f);
+    ok = emit_conv(&f);
+    break;
+  case DL_OP_MAXPOOL2D:
+  case DL_OP_AVGPOOL2D:
+  case DL_OP_MAXPOOL2D_GRAD:
+  case DL_OP_AVGPOOL2D_GRAD:
+    kernel_begin(cg, id, &f);
+    ok = emit_pool(&f);
+    break;
+  case DL_OP_DROPOUT:
+    kernel_begin(cg, id, &f);
+    ok = emit_dropout(&f);
     break;
   }
   /* Close the function even after an error so the module stays well formed

@@ -187,6 +187,25 @@ int cg_tensors(DlCompiler *cc, const DlProgram *prog, CgTensor **out) {
     case DL_OP_RESHAPE:
     case DL_OP_SOFTMAX:
     case DL_OP_LOG_SOFTMAX:
+    case DL_OP_MAXIMUM:
+    case DL_OP_GT:
+    case DL_OP_EQ:
+    case DL_OP_MAX:
+    case DL_OP_PERMUTE:
+    case DL_OP_SLICE:
+    case DL_OP_PAD:
+    case DL_OP_CONCAT:
+    case DL_OP_GATHER:
+    case DL_OP_SCATTER_ADD:
+    case DL_OP_ONE_HOT:
+    case DL_OP_CONV2D:
+    case DL_OP_CONV2D_GRAD_INPUT:
+    case DL_OP_CONV2D_GRAD_FILTER:
+    case DL_OP_MAXPOOL2D:
+    case DL_OP_AVGPOOL2D:
+    case DL_OP_MAXPOOL2D_GRAD:
+    case DL_OP_AVGPOOL2D_GRAD:
+    case DL_OP_DROPOUT:
     case DL_OP_ASSIGN: continue; /* intermediates are not named tensors */
     }
     if (!t.name) t.name = dl_arena_printf(cc->arena, "%s.%d", dl_op_info[nd->op].name, (int)id);

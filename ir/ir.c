@@ -310,6 +310,441 @@ DlNodeId dl_mean_to(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape) {
   return reduce_to(g, DL_OP_MEAN, loc, a, shape);
 }
 
+/* ---- layout ---- */
+
+static const char *ints_s(DlGraph *g, const int64_t *v, int n) {
+  char buf[160];
+  size_t at = 0;
+  at += (size_t)snprintf(buf, sizeof buf, "[");
+  for (int i = 0; i < n && at < sizeof buf; i++)
+    at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%lld", i ? ", " : "", (long long)v[i]);
+  if (at < sizeof buf) snprintf(buf + at, sizeof buf - at, "]");
+  return dl_arena_strdup(g->cc->arena, buf);
+}
+
+DlNodeId dl_permute(DlGraph *g, DlLoc loc, DlNodeId a, const int *perm) {
+  if (a == DL_NONE) return DL_NONE;
+  const DlShape *s = &g->nodes[a].shape;
+  bool seen[DL_MAX_RANK] = {false};
+  int64_t shown[DL_MAX_RANK];
+  bool ok = true;
+  for (int i = 0; i < s->rank; i++) {
+    shown[i] = perm[i];
+    if (perm[i] < 0 || perm[i] >= s->rank || seen[perm[i]])
+      ok = false;
+    else
+      seen[perm[i]] = true;
+  }
+  if (!ok) {
+    dl_error(g->cc, loc,
+             "shape mismatch in 'permute': %s is not a permutation of the %d axes of %s",
+             ints_s(g, shown, s->rank), s->rank, shape_s(g, s));
+    return DL_NONE;
+  }
+  DlShape out = {.rank = s->rank};
+  for (int i = 0; i < s->rank; i++)
+    out.d[i] = s->d[perm[i]];
+  DlNodeId id = push_node(g, DL_OP_PERMUTE, loc, out, 1, &a);
+  for (int i = 0; i < s->rank; i++)
+    g->nodes[id].attr.permute.perm[i] = perm[i];
+  return id;
+}
+
+DlNodeId dl_slice(DlGraph *g, DlLoc loc, DlNodeId a, const int64_t *start, const int64_t *stop) {
+  if (a == DL_NONE) return DL_NONE;
+  const DlShape *s = &g->nodes[a].shape;
+  DlShape out = {.rank = s->rank};
+  for (int i = 0; i < s->rank; i++) {
+    if (s->d[i] == DL_DIM_BATCH) {
+      if (start[i] != 0 || stop[i] != DL_DIM_BATCH) {
+        dl_error(g->cc, loc,
+                 "shape mismatch in 'slice': axis %d of %s is the batch dimension N, which can "
+                 "only be taken whole",
+                 i, shape_s(g, s));
+        return DL_NONE;
+      }
+      out.d[i] = DL_DIM_BATCH;
+      continue;
+    }
+    if (start[i] < 0 || stop[i] > s->d[i] || start[i] >= stop[i]) {
+      dl_error(g->cc, loc,
+               "shape mismatch in 'slice': %lld:%lld is not a non-empty range within axis %d of %s",
+               (long long)start[i], (long long)stop[i], i, shape_s(g, s));
+      return DL_NONE;
+    }
+    out.d[i] = stop[i] - start[i];
+  }
+  DlNodeId id = push_node(g, DL_OP_SLICE, loc, out, 1, &a);
+  for (int i = 0; i < s->rank; i++)
+    g->nodes[id].attr.slice.start[i] = start[i];
+  return id;
+}
+
+DlNodeId dl_pad(DlGraph *g, DlLoc loc, DlNodeId a, const int64_t *before, const int64_t *after) {
+  if (a == DL_NONE) return DL_NONE;
+  const DlShape *s = &g->nodes[a].shape;
+  DlShape out = {.rank = s->rank};
+  for (int i = 0; i < s->rank; i++) {
+    if (before[i] < 0 || after[i] < 0) {
+      dl_error(g->cc, loc, "shape mismatch in 'pad': negative padding %lld, %lld on axis %d of %s",
+               (long long)before[i], (long long)after[i], i, shape_s(g, s));
+      return DL_NONE;
+    }
+    if (s->d[i] == DL_DIM_BATCH) {
+      if (before[i] || after[i]) {
+        dl_error(g->cc, loc,
+                 "shape mismatch in 'pad': axis %d of %s is the batch dimension N, which "
+                 "cannot be padded",
+                 i, shape_s(g, s));
+        return DL_NONE;
+      }
+      out.d[i] = DL_DIM_BATCH;
+    } else {
+      out.d[i] = s->d[i] + before[i] + after[i];
+    }
+  }
+  DlNodeId id = push_node(g, DL_OP_PAD, loc, out, 1, &a);
+  for (int i = 0; i < s->rank; i++)
+    g->nodes[id].attr.pad.before[i] = before[i];
+  return id;
+}
+
+DlNodeId dl_concat(DlGraph *g, DlLoc loc, DlNodeId a, DlNodeId b, int axis) {
+  if (a == DL_NONE || b == DL_NONE) return DL_NONE;
+  const DlShape *sa = &g->nodes[a].shape, *sb = &g->nodes[b].shape;
+  if (sa->rank != sb->rank || axis < 0 || axis >= sa->rank) {
+    dl_error(g->cc, loc, "shape mismatch in 'concat': %s and %s along axis %d", shape_s(g, sa),
+             shape_s(g, sb), axis);
+    return DL_NONE;
+  }
+  if (sa->d[axis] == DL_DIM_BATCH || sb->d[axis] == DL_DIM_BATCH) {
+    dl_error(g->cc, loc,
+             "shape mismatch in 'concat': %s and %s along axis %d, the batch dimension N",
+             shape_s(g, sa), shape_s(g, sb), axis);
+    return DL_NONE;
+  }
+  for (int i = 0; i < sa->rank; i++)
+    if (i != axis && sa->d[i] != sb->d[i]) {
+      dl_error(g->cc, loc,
+               "shape mismatch in 'concat': %s and %s differ in axis %d (concatenating along "
+               "axis %d)",
+               shape_s(g, sa), shape_s(g, sb), i, axis);
+      return DL_NONE;
+    }
+  DlShape out = *sa;
+  out.d[axis] = sa->d[axis] + sb->d[axis];
+  DlNodeId in[2] = {a, b};
+  DlNodeId id = push_node(g, DL_OP_CONCAT, loc, out, 2, in);
+  g->nodes[id].attr.concat.axis = axis;
+  return id;
+}
+
+/* ---- indexing ---- */
+
+/* idx.shape ++ table.shape[1:], or false (error recorded) */
+static bool gathered_shape(DlGraph *g, DlLoc loc, const char *op, const DlShape *table,
+                           const DlShape *idx, DlShape *out) {
+  if (table->rank < 1 || table->d[0] == DL_DIM_BATCH) {
+    dl_error(g->cc, loc,
+             "shape mismatch in '%s': the table %s needs a first axis of fixed size (the rows "
+             "indexed)",
+             op, shape_s(g, table));
+    return false;
+  }
+  if (idx->rank + table->rank - 1 > DL_MAX_RANK) {
+    dl_error(g->cc, loc, "shape mismatch in '%s': indices %s into %s give more than %d dimensions",
+             op, shape_s(g, idx), shape_s(g, table), DL_MAX_RANK);
+    return false;
+  }
+  *out = *idx;
+  for (int i = 1; i < table->rank; i++)
+    out->d[out->rank++] = table->d[i];
+  return true;
+}
+
+DlNodeId dl_gather(DlGraph *g, DlLoc loc, DlNodeId table, DlNodeId idx) {
+  if (table == DL_NONE || idx == DL_NONE) return DL_NONE;
+  DlShape out;
+  if (!gathered_shape(g, loc, "gather", &g->nodes[table].shape, &g->nodes[idx].shape, &out))
+    return DL_NONE;
+  DlNodeId in[2] = {table, idx};
+  return push_node(g, DL_OP_GATHER, loc, out, 2, in);
+}
+
+DlNodeId dl_scatter_add(DlGraph *g, DlLoc loc, DlNodeId src, DlNodeId idx, DlShape table_shape) {
+  if (src == DL_NONE || idx == DL_NONE) return DL_NONE;
+  DlShape want;
+  if (!gathered_shape(g, loc, "scatter_add", &table_shape, &g->nodes[idx].shape, &want))
+    return DL_NONE;
+  if (!dl_shape_eq(&want, &g->nodes[src].shape)) {
+    dl_error(g->cc, loc,
+             "shape mismatch in 'scatter_add': values %s do not match indices %s into %s "
+             "(expected %s)",
+             shape_s(g, &g->nodes[src].shape), shape_s(g, &g->nodes[idx].shape),
+             shape_s(g, &table_shape), shape_s(g, &want));
+    return DL_NONE;
+  }
+  DlNodeId in[2] = {src, idx};
+  return push_node(g, DL_OP_SCATTER_ADD, loc, table_shape, 2, in);
+}
+
+DlNodeId dl_one_hot(DlGraph *g, DlLoc loc, DlNodeId labels, int64_t classes) {
+  if (labels == DL_NONE) return DL_NONE;
+  const DlShape *s = &g->nodes[labels].shape;
+  if (classes < 1 || s->rank + 1 > DL_MAX_RANK) {
+    dl_error(g->cc, loc, "shape mismatch in 'one_hot': labels %s with %lld classes", shape_s(g, s),
+             (long long)classes);
+    return DL_NONE;
+  }
+  DlShape out = *s;
+  out.d[out.rank++] = classes;
+  return push_node(g, DL_OP_ONE_HOT, loc, out, 1, &labels);
+}
+
+DlNodeId dl_compare(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a, DlNodeId b) {
+  if (a == DL_NONE || b == DL_NONE) return DL_NONE;
+  if (op != DL_OP_GT && op != DL_OP_EQ) {
+    dl_error(g->cc, loc, "internal error: '%s' is not a comparison", dl_op_info[op].name);
+    return DL_NONE;
+  }
+  return dl_binary(g, op, loc, a, b);
+}
+
+/* ---- convolution ---- */
+
+static bool conv_args_ok(DlGraph *g, DlLoc loc, const char *op, int sh, int sw, int ph, int pw) {
+  if (sh < 1 || sw < 1 || ph < 0 || pw < 0) {
+    dl_error(g->cc, loc,
+             "'%s' needs strides of at least 1 and padding of at least 0, got "
+             "stride %d, %d and padding %d, %d",
+             op, sh, sw, ph, pw);
+    return false;
+  }
+  return true;
+}
+
+static bool fixed_dims(const DlShape *s, int from) {
+  for (int i = from; i < s->rank; i++)
+    if (s->d[i] == DL_DIM_BATCH) return false;
+  return true;
+}
+
+/* The output shape of conv2d(x, w), or false (error recorded against op). */
+static bool conv_shape(DlGraph *g, DlLoc loc, const char *op, const DlShape *x, const DlShape *w,
+                       int sh, int sw, int ph, int pw, DlShape *out) {
+  if (!conv_args_ok(g, loc, op, sh, sw, ph, pw)) return false;
+  if (x->rank != 4 || w->rank != 4 || !fixed_dims(x, 1) || !fixed_dims(w, 0)) {
+    dl_error(g->cc, loc,
+             "shape mismatch in '%s': input %s and filter %s must be [N, C, H, W] and "
+             "[O, C, KH, KW]",
+             op, shape_s(g, x), shape_s(g, w));
+    return false;
+  }
+  if (x->d[1] != w->d[1]) {
+    dl_error(g->cc, loc,
+             "shape mismatch in '%s': input %s has %lld channels, filter %s expects %lld", op,
+             shape_s(g, x), (long long)x->d[1], shape_s(g, w), (long long)w->d[1]);
+    return false;
+  }
+  if (x->d[2] + 2 * ph < w->d[2] || x->d[3] + 2 * pw < w->d[3]) {
+    dl_error(g->cc, loc,
+             "shape mismatch in '%s': filter %s is larger than input %s with padding %d, %d", op,
+             shape_s(g, w), shape_s(g, x), ph, pw);
+    return false;
+  }
+  *out = (DlShape){.rank = 4,
+                   .d = {x->d[0], w->d[0], (x->d[2] + 2 * ph - w->d[2]) / sh + 1,
+                         (x->d[3] + 2 * pw - w->d[3]) / sw + 1}};
+  return true;
+}
+
+static DlNodeId conv_node(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a, DlNodeId b, DlShape shape,
+                          int sh, int sw, int ph, int pw) {
+  DlNodeId in[2] = {a, b};
+  DlNodeId id = push_node(g, op, loc, shape, 2, in);
+  g->nodes[id].attr.conv.sh = sh;
+  g->nodes[id].attr.conv.sw = sw;
+  g->nodes[id].attr.conv.ph = ph;
+  g->nodes[id].attr.conv.pw = pw;
+  return id;
+}
+
+DlNodeId dl_conv2d(DlGraph *g, DlLoc loc, DlNodeId x, DlNodeId w, int stride_h, int stride_w,
+                   int pad_h, int pad_w) {
+  if (x == DL_NONE || w == DL_NONE) return DL_NONE;
+  DlShape out;
+  if (!conv_shape(g, loc, "conv2d", &g->nodes[x].shape, &g->nodes[w].shape, stride_h, stride_w,
+                  pad_h, pad_w, &out))
+    return DL_NONE;
+  return conv_node(g, DL_OP_CONV2D, loc, x, w, out, stride_h, stride_w, pad_h, pad_w);
+}
+
+/* The gradient ops check that dy has the shape conv2d(x, w) would give. */
+static bool conv_dy_ok(DlGraph *g, DlLoc loc, const char *op, const DlShape *x, const DlShape *w,
+                       const DlShape *dy, int sh, int sw, int ph, int pw) {
+  DlShape y;
+  if (!conv_shape(g, loc, op, x, w, sh, sw, ph, pw, &y)) return false;
+  if (!dl_shape_eq(&y, dy)) {
+    dl_error(g->cc, loc, "shape mismatch in '%s': gradient %s, expected %s", op, shape_s(g, dy),
+             shape_s(g, &y));
+    return false;
+  }
+  return true;
+}
+
+DlNodeId dl_conv2d_grad_input(DlGraph *g, DlLoc loc, DlNodeId dy, DlNodeId w, DlShape x_shape,
+                              int stride_h, int stride_w, int pad_h, int pad_w) {
+  if (dy == DL_NONE || w == DL_NONE) return DL_NONE;
+  if (!conv_dy_ok(g, loc, "conv2d_grad_input", &x_shape, &g->nodes[w].shape, &g->nodes[dy].shape,
+                  stride_h, stride_w, pad_h, pad_w))
+    return DL_NONE;
+  return conv_node(g, DL_OP_CONV2D_GRAD_INPUT, loc, dy, w, x_shape, stride_h, stride_w, pad_h,
+                   pad_w);
+}
+
+DlNodeId dl_conv2d_grad_filter(DlGraph *g, DlLoc loc, DlNodeId x, DlNodeId dy, DlShape w_shape,
+                               int stride_h, int stride_w, int pad_h, int pad_w) {
+  if (x == DL_NONE || dy == DL_NONE) return DL_NONE;
+  if (!conv_dy_ok(g, loc, "conv2d_grad_filter", &g->nodes[x].shape, &w_shape, &g->nodes[dy].shape,
+                  stride_h, stride_w, pad_h, pad_w))
+    return DL_NONE;
+  return conv_node(g, DL_OP_CONV2D_GRAD_FILTER, loc, x, dy, w_shape, stride_h, stride_w, pad_h,
+                   pad_w);
+}
+
+/* ---- pooling ---- */
+
+static bool pool_shape(DlGraph *g, DlLoc loc, const char *op, const DlShape *x, int kh, int kw,
+                       int sh, int sw, DlShape *out) {
+  if (kh < 1 || kw < 1 || sh < 1 || sw < 1) {
+    dl_error(g->cc, loc,
+             "'%s' needs windows and strides of at least 1, got window %d, %d and "
+             "stride %d, %d",
+             op, kh, kw, sh, sw);
+    return false;
+  }
+  if (x->rank < 2 || !fixed_dims(x, x->rank - 2)) {
+    dl_error(g->cc, loc, "shape mismatch in '%s': %s needs two last axes of fixed size", op,
+             shape_s(g, x));
+    return false;
+  }
+  int64_t h = x->d[x->rank - 2], w = x->d[x->rank - 1];
+  if (h < kh || w < kw) {
+    dl_error(g->cc, loc, "shape mismatch in '%s': window %d x %d is larger than %s", op, kh, kw,
+             shape_s(g, x));
+    return false;
+  }
+  *out = *x;
+  out->d[x->rank - 2] = (h - kh) / sh + 1;
+  out->d[x->rank - 1] = (w - kw) / sw + 1;
+  return true;
+}
+
+static DlNodeId pool_node(DlGraph *g, DlOp op, DlLoc loc, int nin, const DlNodeId *in,
+                          DlShape shape, int kh, int kw, int sh, int sw) {
+  DlNodeId id = push_node(g, op, loc, shape, nin, in);
+  g->nodes[id].attr.pool.kh = kh;
+  g->nodes[id].attr.pool.kw = kw;
+  g->nodes[id].attr.pool.sh = sh;
+  g->nodes[id].attr.pool.sw = sw;
+  return id;
+}
+
+DlNodeId dl_pool2d(DlGraph *g, DlOp op, DlLoc loc, DlNodeId x, int kh, int kw, int sh, int sw) {
+  if (x == DL_NONE) return DL_NONE;
+  if (op != DL_OP_MAXPOOL2D && op != DL_OP_AVGPOOL2D) {
+    dl_error(g->cc, loc, "internal error: '%s' is not a pooling op", dl_op_info[op].name);
+    return DL_NONE;
+  }
+  DlShape out;
+  if (!pool_shape(g, loc, dl_op_info[op].name, &g->nodes[x].shape, kh, kw, sh, sw, &out))
+    return DL_NONE;
+  return pool_node(g, op, loc, 1, &x, out, kh, kw, sh, sw);
+}
+
+static bool pool_dy_ok(DlGraph *g, DlLoc loc, const char *op, const DlShape *x, const DlShape *dy,
+                       int kh, int kw, int sh, int sw) {
+  DlShape y;
+  if (!pool_shape(g, loc, op, x, kh, kw, sh, sw, &y)) return false;
+  if (!dl_shape_eq(&y, dy)) {
+    dl_error(g->cc, loc, "shape mismatch in '%s': gradient %s, expected %s", op, shape_s(g, dy),
+             shape_s(g, &y));
+    return false;
+  }
+  return true;
+}
+
+DlNodeId dl_maxpool2d_grad(DlGraph *g, DlLoc loc, DlNodeId x, DlNodeId dy, int kh, int kw, int sh,
+                           int sw) {
+  if (x == DL_NONE || dy == DL_NONE) return DL_NONE;
+  const DlShape xs = g->nodes[x].shape;
+  if (!pool_dy_ok(g, loc, "maxpool2d_grad", &xs, &g->nodes[dy].shape, kh, kw, sh, sw))
+    return DL_NONE;
+  DlNodeId in[2] = {x, dy};
+  return pool_node(g, DL_OP_MAXPOOL2D_GRAD, loc, 2, in, xs, kh, kw, sh, sw);
+}
+
+DlNodeId dl_avgpool2d_grad(DlGraph *g, DlLoc loc, DlNodeId dy, DlShape x_shape, int kh, int kw,
+                           int sh, int sw) {
+  if (dy == DL_NONE) return DL_NONE;
+  if (!pool_dy_ok(g, loc, "avgpool2d_grad", &x_shape, &g->nodes[dy].shape, kh, kw, sh, sw))
+    return DL_NONE;
+  return pool_node(g, DL_OP_AVGPOOL2D_GRAD, loc, 1, &dy, x_shape, kh, kw, sh, sw);
+}
+
+/* ---- dropout ---- */
+
+uint64_t dl_hash64(uint64_t x) {
+  /* splitmix64's finaliser, as dlrt_hash64 in runtime/rt_random.c */
+  uint64_t z = x + UINT64_C(0x9e3779b97f4a7c15);
+  z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+  z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+  return z ^ (z >> 31);
+}
+
+uint64_t dl_dropout_seed(double seed_value) {
+  /* NaN and negatives give 0; the runtime keeps seeds below 2^24, where a
+   * float holds every integer. */
+  double v = seed_value > 0 ? seed_value : 0;
+  v = v < 4294967296.0 ? v : 4294967296.0;
+  return (uint64_t)v;
+}
+
+bool dl_dropout_keep(uint64_t seed, uint64_t stream, uint64_t counter, double p) {
+  /* The bits are dlrt_uniform01's: the top 53 bits of
+   * h(h(h(seed) ^ stream) ^ counter), scaled to [0, 1). */
+  uint64_t bits = dl_hash64(dl_hash64(dl_hash64(seed) ^ stream) ^ counter);
+  return (double)(bits >> 11) * 0x1.0p-53 >= p;
+}
+
+static DlNodeId train_hyper(DlGraph *g, DlLoc loc, const char *name) {
+  for (DlNodeId id = 0; id < g->nnodes; id++)
+    if (g->nodes[id].op == DL_OP_HYPER && !strcmp(g->nodes[id].name, name)) return id;
+  return dl_hyper(g, loc, name, 0.0);
+}
+
+DlNodeId dl_dropout_stream(DlGraph *g, DlLoc loc, DlNodeId x, double p, uint64_t stream) {
+  if (x == DL_NONE) return DL_NONE;
+  if (!(p >= 0 && p < 1)) {
+    dl_error(g->cc, loc, "'dropout' needs a probability in [0, 1), got %g", p);
+    return DL_NONE;
+  }
+  DlNodeId in[3] = {x, train_hyper(g, loc, DL_HYPER_TRAIN_MODE),
+                    train_hyper(g, loc, DL_HYPER_TRAIN_SEED)};
+  DlNodeId id = push_node(g, DL_OP_DROPOUT, loc, g->nodes[x].shape, 3, in);
+  g->nodes[id].attr.dropout.p = p;
+  g->nodes[id].attr.dropout.stream = stream;
+  return id;
+}
+
+DlNodeId dl_dropout(DlGraph *g, DlLoc loc, DlNodeId x, double p) {
+  if (x == DL_NONE) return DL_NONE;
+  /* The node about to be made is the last one, after the hyper leaves. */
+  DlNodeId id = dl_dropout_stream(g, loc, x, p, 0);
+  if (id != DL_NONE) g->nodes[id].attr.dropout.stream = (uint64_t)id;
+  return id;
+}
+
 void dl_node_set_name(DlGraph *g, DlNodeId id, const char *name) {
   if (id != DL_NONE) g->nodes[id].name = dl_arena_strdup(g->cc->arena, name);
 }
@@ -380,6 +815,62 @@ static void print_init(FILE *out, const DlNode *nd) {
   }
 }
 
+static void print_list(FILE *out, const char *key, const int64_t *v, int n) {
+  fprintf(out, "%s=[", key);
+  for (int i = 0; i < n; i++)
+    fprintf(out, "%s%lld", i ? ", " : "", (long long)v[i]);
+  fputc(']', out);
+}
+
+/* The attributes of the layout, convolution, pooling and dropout ops. */
+static void print_attrs(FILE *out, const DlGraph *g, const DlNode *nd) {
+  int r = nd->shape.rank;
+  int64_t v[DL_MAX_RANK];
+  switch (dl_op_info[nd->op].kind) {
+  case DL_KIND_LAYOUT:
+    fputs(" {", out);
+    if (nd->op == DL_OP_PERMUTE) {
+      for (int i = 0; i < r; i++)
+        v[i] = nd->attr.permute.perm[i];
+      print_list(out, "perm", v, r);
+    } else if (nd->op == DL_OP_SLICE) {
+      print_list(out, "start", nd->attr.slice.start, r);
+    } else if (nd->op == DL_OP_PAD) {
+      const DlShape *s = &g->nodes[nd->in[0]].shape;
+      print_list(out, "before", nd->attr.pad.before, r);
+      for (int i = 0; i < r; i++)
+        v[i] = s->d[i] == DL_DIM_BATCH ? 0 : nd->shape.d[i] - s->d[i] - nd->attr.pad.before[i];
+      print_list(out, ", after", v, r);
+    } else {
+      fprintf(out, "axis=%d", nd->attr.concat.axis);
+    }
+    fputc('}', out);
+    break;
+  case DL_KIND_CONV:
+    fprintf(out, " {stride=[%d, %d], pad=[%d, %d]}", nd->attr.conv.sh, nd->attr.conv.sw,
+            nd->attr.conv.ph, nd->attr.conv.pw);
+    break;
+  case DL_KIND_POOL:
+    fprintf(out, " {window=[%d, %d], stride=[%d, %d]}", nd->attr.pool.kh, nd->attr.pool.kw,
+            nd->attr.pool.sh, nd->attr.pool.sw);
+    break;
+  case DL_KIND_RANDOM:
+    fprintf(out, " {p=%g, stream=%llu}", nd->attr.dropout.p,
+            (unsigned long long)nd->attr.dropout.stream);
+    break;
+  case DL_KIND_LEAF:
+  case DL_KIND_UNARY:
+  case DL_KIND_BINARY:
+  case DL_KIND_MATMUL:
+  case DL_KIND_REDUCE:
+  case DL_KIND_EXPAND:
+  case DL_KIND_RESHAPE:
+  case DL_KIND_SOFTMAX:
+  case DL_KIND_ASSIGN:
+  case DL_KIND_INDEX: break;
+  }
+}
+
 void dl_graph_print(const DlGraph *g, const bool *live, FILE *out) {
   fprintf(out, "graph %s {\n", g->name);
   char sbuf[128];
@@ -415,11 +906,30 @@ void dl_graph_print(const DlGraph *g, const bool *live, FILE *out) {
     case DL_OP_MUL:
     case DL_OP_DIV:
     case DL_OP_POW:
+    case DL_OP_MAXIMUM:
+    case DL_OP_GT:
+    case DL_OP_EQ:
     case DL_OP_MATMUL:
     case DL_OP_SUM:
     case DL_OP_MEAN:
+    case DL_OP_MAX:
     case DL_OP_EXPAND:
     case DL_OP_RESHAPE:
+    case DL_OP_PERMUTE:
+    case DL_OP_SLICE:
+    case DL_OP_PAD:
+    case DL_OP_CONCAT:
+    case DL_OP_GATHER:
+    case DL_OP_SCATTER_ADD:
+    case DL_OP_ONE_HOT:
+    case DL_OP_CONV2D:
+    case DL_OP_CONV2D_GRAD_INPUT:
+    case DL_OP_CONV2D_GRAD_FILTER:
+    case DL_OP_MAXPOOL2D:
+    case DL_OP_AVGPOOL2D:
+    case DL_OP_MAXPOOL2D_GRAD:
+    case DL_OP_AVGPOOL2D_GRAD:
+    case DL_OP_DROPOUT:
     case DL_OP_SOFTMAX:
     case DL_OP_LOG_SOFTMAX:
     case DL_OP_ASSIGN:
@@ -441,6 +951,7 @@ void dl_graph_print(const DlGraph *g, const bool *live, FILE *out) {
       fprintf(out, "]%s}", nd->attr.reduce.keepdim ? ", keepdim" : "");
     }
     if (nd->op == DL_OP_EXPAND && nd->attr.expand.mean) fputs(" {mean}", out);
+    print_attrs(out, g, nd);
     fprintf(out, " : f32%s", dl_shape_str(&nd->shape, sbuf, sizeof sbuf));
     if (nd->op == DL_OP_PARAM) print_init(out, nd);
     if (nd->name && dl_op_info[nd->op].kind != DL_KIND_LEAF) fprintf(out, "  # %s", nd->name);

@@ -17,7 +17,7 @@
 #include "support.h"
 
 #define DL_MAX_RANK 6
-#define DL_MAX_INPUTS 2
+#define DL_MAX_INPUTS 3
 #define DL_DIM_BATCH ((int64_t)-1) /* the symbolic batch size N */
 #define DL_NONE ((DlNodeId)-1)
 
@@ -48,6 +48,11 @@ typedef enum DlOpKind {
   DL_KIND_RESHAPE,
   DL_KIND_SOFTMAX,
   DL_KIND_ASSIGN,
+  DL_KIND_LAYOUT,
+  DL_KIND_INDEX,
+  DL_KIND_CONV,
+  DL_KIND_POOL,
+  DL_KIND_RANDOM,
 } DlOpKind;
 
 typedef struct DlOpInfo {
@@ -112,6 +117,30 @@ typedef struct DlNode {
     struct {
       bool mean; /* divide by the broadcast factor */
     } expand;
+    struct {
+      int perm[DL_MAX_RANK]; /* output axis i is input axis perm[i] */
+    } permute;
+    struct {
+      int64_t start[DL_MAX_RANK]; /* per axis; the extent is the node's dimension */
+    } slice;
+    struct {
+      int64_t before[DL_MAX_RANK]; /* zeros before, per axis; after = the rest */
+    } pad;
+    struct {
+      int axis;
+    } concat;
+    struct {
+      int sh, sw; /* strides along H and W */
+      int ph, pw; /* zero padding on each side of H and W */
+    } conv;
+    struct {
+      int kh, kw; /* window */
+      int sh, sw; /* strides */
+    } pool;
+    struct {
+      double p;        /* probability of dropping an element, in [0, 1) */
+      uint64_t stream; /* random stream: the forward node's id, shared by its gradient */
+    } dropout;
   } attr;
   const char *name; /* leaf name ("W1", "h1.W"), or the source variable it was assigned to */
   DlLoc loc;
@@ -171,6 +200,68 @@ DlNodeId dl_assign(DlGraph *g, DlLoc loc, DlNodeId param, DlNodeId value);
 DlNodeId dl_reduce_to(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape);
 /* The same with the mean instead of the sum: the adjoint of a mean-expand. */
 DlNodeId dl_mean_to(DlGraph *g, DlLoc loc, DlNodeId a, DlShape shape);
+
+/* ---- layout, indexing, convolution, pooling, dropout ----
+ * A shape mismatch is reported as "shape mismatch in 'OP': ..." naming the
+ * shapes, at loc. */
+/* perm: a permutation of a's rank; output axis i is a's axis perm[i]. */
+DlNodeId dl_permute(DlGraph *g, DlLoc loc, DlNodeId a, const int *perm);
+/* Per axis [start, stop), stop exclusive.  A batch axis may only be taken
+ * whole: start 0, stop DL_DIM_BATCH. */
+DlNodeId dl_slice(DlGraph *g, DlLoc loc, DlNodeId a, const int64_t *start, const int64_t *stop);
+/* Zeros before and after, per axis (never on a batch axis).  Gradient: a slice. */
+DlNodeId dl_pad(DlGraph *g, DlLoc loc, DlNodeId a, const int64_t *before, const int64_t *after);
+/* a then b along axis (not a batch axis); the other dimensions must agree. */
+DlNodeId dl_concat(DlGraph *g, DlLoc loc, DlNodeId a, DlNodeId b, int axis);
+/* table [V, D...], idx of any shape holding integer values as floats ->
+ * idx.shape ++ table.shape[1:].  An index is clamped to [0, V-1], then
+ * truncated toward zero.  Gradient: scatter_add into the table; none to idx. */
+DlNodeId dl_gather(DlGraph *g, DlLoc loc, DlNodeId table, DlNodeId idx);
+/* The adjoint of gather: out[k, ...] = sum of src[p, ...] over the positions
+ * p of idx whose (clamped) index is k; src is idx.shape ++ table_shape[1:]. */
+DlNodeId dl_scatter_add(DlGraph *g, DlLoc loc, DlNodeId src, DlNodeId idx, DlShape table_shape);
+/* labels.shape ++ [classes]: 1.0 where the label equals the class, else 0
+ * (a label that is no class gives a row of zeros).  No gradient. */
+DlNodeId dl_one_hot(DlGraph *g, DlLoc loc, DlNodeId labels, int64_t classes);
+/* DL_OP_GT, DL_OP_EQ: 1.0 / 0.0 with broadcasting.  No gradient. */
+DlNodeId dl_compare(DlGraph *g, DlOp op, DlLoc loc, DlNodeId a, DlNodeId b);
+/* x [N, C, H, W], w [O, C, KH, KW] -> [N, O, (H+2ph-KH)/sh+1, (W+2pw-KW)/sw+1],
+ * zero padding. */
+DlNodeId dl_conv2d(DlGraph *g, DlLoc loc, DlNodeId x, DlNodeId w, int stride_h, int stride_w,
+                   int pad_h, int pad_w);
+/* The gradients of conv2d: dx (shape x_shape) from dy and w; dw (shape
+ * w_shape) from x and dy. */
+DlNodeId dl_conv2d_grad_input(DlGraph *g, DlLoc loc, DlNodeId dy, DlNodeId w, DlShape x_shape,
+                              int stride_h, int stride_w, int pad_h, int pad_w);
+DlNodeId dl_conv2d_grad_filter(DlGraph *g, DlLoc loc, DlNodeId x, DlNodeId dy, DlShape w_shape,
+                               int stride_h, int stride_w, int pad_h, int pad_w);
+/* DL_OP_MAXPOOL2D / DL_OP_AVGPOOL2D over the last two axes, windows kh x kw
+ * at strides sh, sw, no padding: out = (H - kh) / sh + 1 (floor). */
+DlNodeId dl_pool2d(DlGraph *g, DlOp op, DlLoc loc, DlNodeId x, int kh, int kw, int sh, int sw);
+/* The gradients of pooling: max routes each dy to the first maximum of its
+ * window in x; avg spreads it evenly over the window (dx has shape x_shape). */
+DlNodeId dl_maxpool2d_grad(DlGraph *g, DlLoc loc, DlNodeId x, DlNodeId dy, int kh, int kw, int sh,
+                           int sw);
+DlNodeId dl_avgpool2d_grad(DlGraph *g, DlLoc loc, DlNodeId dy, DlShape x_shape, int kh, int kw,
+                           int sh, int sw);
+
+/* Dropout reads two HYPER leaves, created once per graph: */
+#define DL_HYPER_TRAIN_MODE "train.mode" /* 0: inference (identity), else training */
+#define DL_HYPER_TRAIN_SEED "train.seed" /* integer seed, fresh for every step */
+/* Inverted dropout: in training, element i is kept iff u(seed, stream, i) >= p
+ * and then scaled by 1/(1-p), else 0; u is uniform in [0, 1) from the
+ * counter-based hash of runtime/rt_random.c (see dl_dropout_keep), stream is
+ * the node's id.  Gradient: the same mask applied to dy. */
+DlNodeId dl_dropout(DlGraph *g, DlLoc loc, DlNodeId x, double p);
+/* Dropout with a given stream (the gradient reuses its forward node's). */
+DlNodeId dl_dropout_stream(DlGraph *g, DlLoc loc, DlNodeId x, double p, uint64_t stream);
+/* The mask, shared by the interpreter and the tests (the code generator
+ * computes the same in LLVM IR): is element `counter` kept?  seed is the
+ * train.seed value, clamped to [0, 2^32] and truncated. */
+uint64_t dl_hash64(uint64_t x);
+uint64_t dl_dropout_seed(double seed_value);
+bool dl_dropout_keep(uint64_t seed, uint64_t stream, uint64_t counter, double p);
+
 /* Give a node a (source) name, e.g. the variable it was assigned to. */
 void dl_node_set_name(DlGraph *g, DlNodeId id, const char *name);
 

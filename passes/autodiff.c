@@ -56,7 +56,10 @@ static void backprop_node(AdState *st, DlNodeId id) {
   case DL_OP_HYPER:
   case DL_OP_ASSIGN:
   case DL_OP_STEP:
-  case DL_OP_SIGN: /* piecewise constant: zero gradient */ break;
+  case DL_OP_SIGN:
+  case DL_OP_GT:
+  case DL_OP_EQ:
+  case DL_OP_ONE_HOT: /* piecewise constant: zero gradient */ break;
   case DL_OP_NEG: accumulate(st, a, dl_unary(g, DL_OP_NEG, loc, dy), loc); break;
   case DL_OP_EXP: accumulate(st, a, MUL(dy, id), loc); break;
   case DL_OP_LOG: accumulate(st, a, DIV(dy, a), loc); break;
@@ -93,6 +96,19 @@ static void backprop_node(AdState *st, DlNodeId id) {
       accumulate(st, b, dl_reduce_to(g, loc, MUL(dy, MUL(id, dl_unary(g, DL_OP_LOG, loc, a))), sb),
                  loc);
     break;
+  case DL_OP_MAXIMUM: {
+    /* to the larger input; on a tie, half to each */
+    DlNodeId tie = MUL(K(0.5), dl_compare(g, DL_OP_EQ, loc, a, b));
+    if (need_a) {
+      DlNodeId share = dl_binary(g, DL_OP_ADD, loc, dl_compare(g, DL_OP_GT, loc, a, b), tie);
+      accumulate(st, a, dl_reduce_to(g, loc, MUL(dy, share), sa), loc);
+    }
+    if (need_b) {
+      DlNodeId share = dl_binary(g, DL_OP_ADD, loc, dl_compare(g, DL_OP_GT, loc, b, a), tie);
+      accumulate(st, b, dl_reduce_to(g, loc, MUL(dy, share), sb), loc);
+    }
+    break;
+  }
   case DL_OP_MATMUL: {
     /* y = op(A) op(B); the adjoint of each operand, in its stored layout. */
     bool ta = nd.attr.matmul.ta, tb = nd.attr.matmul.tb;
@@ -113,6 +129,111 @@ static void backprop_node(AdState *st, DlNodeId id) {
     accumulate(st, a, dl_expand(g, loc, k, sa, nd.op == DL_OP_MEAN), loc);
     break;
   }
+  case DL_OP_MAX: {
+    /* dy goes to the elements equal to the max, shared evenly among ties */
+    DlShape ks = keepdim_shape(&sa, nd.attr.reduce.axes);
+    DlNodeId yk = dl_shape_eq(&nd.shape, &ks) ? id : dl_reshape(g, loc, id, ks);
+    DlNodeId dyk = dl_shape_eq(&g->nodes[dy].shape, &ks) ? dy : dl_reshape(g, loc, dy, ks);
+    DlNodeId hit = dl_compare(g, DL_OP_EQ, loc, a, yk);
+    DlNodeId ties = dl_reduce(g, DL_OP_SUM, loc, hit, nd.attr.reduce.axes, true);
+    accumulate(st, a, MUL(hit, DIV(dyk, ties)), loc);
+    break;
+  }
+  case DL_OP_PERMUTE: {
+    int inv[DL_MAX_RANK];
+    for (int i = 0; i < sa.rank; i++)
+      inv[nd.attr.permute.perm[i]] = i;
+    accumulate(st, a, dl_permute(g, loc, dy, inv), loc);
+    break;
+  }
+  case DL_OP_SLICE: {
+    int64_t before[DL_MAX_RANK], after[DL_MAX_RANK];
+    for (int i = 0; i < sa.rank; i++) {
+      bool batch = sa.d[i] == DL_DIM_BATCH;
+      before[i] = batch ? 0 : nd.attr.slice.start[i];
+      after[i] = batch ? 0 : sa.d[i] - nd.attr.slice.start[i] - nd.shape.d[i];
+    }
+    accumulate(st, a, dl_pad(g, loc, dy, before, after), loc);
+    break;
+  }
+  case DL_OP_PAD: {
+    int64_t start[DL_MAX_RANK], stop[DL_MAX_RANK];
+    for (int i = 0; i < sa.rank; i++) {
+      bool batch = sa.d[i] == DL_DIM_BATCH;
+      start[i] = batch ? 0 : nd.attr.pad.before[i];
+      stop[i] = batch ? DL_DIM_BATCH : nd.attr.pad.before[i] + sa.d[i];
+    }
+    accumulate(st, a, dl_slice(g, loc, dy, start, stop), loc);
+    break;
+  }
+  case DL_OP_CONCAT: {
+    int ax = nd.attr.concat.axis;
+    int64_t start[DL_MAX_RANK], stop[DL_MAX_RANK];
+    for (int i = 0; i < sa.rank; i++) {
+      start[i] = 0;
+      stop[i] = sa.d[i];
+    }
+    if (need_a) accumulate(st, a, dl_slice(g, loc, dy, start, stop), loc);
+    start[ax] = sa.d[ax];
+    stop[ax] = sa.d[ax] + sb.d[ax];
+    if (need_b) accumulate(st, b, dl_slice(g, loc, dy, start, stop), loc);
+    break;
+  }
+  case DL_OP_GATHER: /* to the table rows; indices are piecewise constant */
+    accumulate(st, a, dl_scatter_add(g, loc, dy, b, sa), loc);
+    break;
+  case DL_OP_SCATTER_ADD: accumulate(st, a, dl_gather(g, loc, dy, b), loc); break;
+  case DL_OP_CONV2D: {
+    int sh = nd.attr.conv.sh, sw = nd.attr.conv.sw, ph = nd.attr.conv.ph, pw = nd.attr.conv.pw;
+    if (need_a) accumulate(st, a, dl_conv2d_grad_input(g, loc, dy, b, sa, sh, sw, ph, pw), loc);
+    if (need_b) accumulate(st, b, dl_conv2d_grad_filter(g, loc, a, dy, sb, sh, sw, ph, pw), loc);
+    break;
+  }
+  case DL_OP_CONV2D_GRAD_INPUT: {
+    /* y = dx(a = dy, b = w) is bilinear: da = conv2d(dy', w), db = dw(dy', a) */
+    int sh = nd.attr.conv.sh, sw = nd.attr.conv.sw, ph = nd.attr.conv.ph, pw = nd.attr.conv.pw;
+    if (need_a) accumulate(st, a, dl_conv2d(g, loc, dy, b, sh, sw, ph, pw), loc);
+    if (need_b) accumulate(st, b, dl_conv2d_grad_filter(g, loc, dy, a, sb, sh, sw, ph, pw), loc);
+    break;
+  }
+  case DL_OP_CONV2D_GRAD_FILTER: {
+    /* y = dw(a = x, b = dy): da = dx(b, dy'), db = conv2d(a, dy') */
+    int sh = nd.attr.conv.sh, sw = nd.attr.conv.sw, ph = nd.attr.conv.ph, pw = nd.attr.conv.pw;
+    if (need_a) accumulate(st, a, dl_conv2d_grad_input(g, loc, b, dy, sa, sh, sw, ph, pw), loc);
+    if (need_b) accumulate(st, b, dl_conv2d(g, loc, a, dy, sh, sw, ph, pw), loc);
+    break;
+  }
+  case DL_OP_MAXPOOL2D:
+    accumulate(st, a,
+               dl_maxpool2d_grad(g, loc, a, dy, nd.attr.pool.kh, nd.attr.pool.kw, nd.attr.pool.sh,
+                                 nd.attr.pool.sw),
+               loc);
+    break;
+  case DL_OP_AVGPOOL2D:
+    accumulate(st, a,
+               dl_avgpool2d_grad(g, loc, dy, sa, nd.attr.pool.kh, nd.attr.pool.kw, nd.attr.pool.sh,
+                                 nd.attr.pool.sw),
+               loc);
+    break;
+  case DL_OP_AVGPOOL2D_GRAD: /* linear, the adjoint of avgpool2d */
+    accumulate(st, a,
+               dl_pool2d(g, DL_OP_AVGPOOL2D, loc, dy, nd.attr.pool.kh, nd.attr.pool.kw,
+                         nd.attr.pool.sh, nd.attr.pool.sw),
+               loc);
+    break;
+  case DL_OP_MAXPOOL2D_GRAD:
+    /* Zero with respect to x (the routing is piecewise constant); with
+     * respect to dy it would need an op that reads the window maxima's
+     * positions, which no model needs yet. */
+    if (need_b)
+      dl_error(g->cc, loc,
+               "the gradient of 'maxpool2d_grad' (a second derivative through "
+               "max-pooling) is not supported");
+    break;
+  case DL_OP_DROPOUT: /* the same mask: same seed, same stream */
+    accumulate(st, a, dl_dropout_stream(g, loc, dy, nd.attr.dropout.p, nd.attr.dropout.stream),
+               loc);
+    break;
   case DL_OP_EXPAND:
     accumulate(st, a,
                nd.attr.expand.mean ? dl_mean_to(g, loc, dy, sa) : dl_reduce_to(g, loc, dy, sa),

@@ -175,6 +175,24 @@ static double node_flops(const DlGraph *g, DlNodeId id, int64_t n) {
   }
   case DL_KIND_REDUCE: return (double)dl_shape_numel(&g->nodes[nd->in[0]].shape, n);
   case DL_KIND_SOFTMAX: return 4.0 * out; /* max, exp, sum, divide */
+  case DL_KIND_LAYOUT: return 0;
+  case DL_KIND_INDEX:
+    return nd->op == DL_OP_SCATTER_ADD ? (double)dl_shape_numel(&g->nodes[nd->in[0]].shape, n) : 0;
+  case DL_KIND_CONV: {
+    /* every op of the family does one multiply-add per (output, tap) pair */
+    const DlShape *w = nd->op == DL_OP_CONV2D_GRAD_FILTER ? &nd->shape : &g->nodes[nd->in[1]].shape;
+    const DlShape *y = nd->op == DL_OP_CONV2D              ? &nd->shape
+                       : nd->op == DL_OP_CONV2D_GRAD_INPUT ? &g->nodes[nd->in[0]].shape
+                                                           : &g->nodes[nd->in[1]].shape;
+    return 2.0 * (double)dl_shape_numel(y, n) * (double)(w->d[1] * w->d[2] * w->d[3]);
+  }
+  case DL_KIND_POOL: {
+    const DlShape *y = nd->op == DL_OP_MAXPOOL2D_GRAD   ? &g->nodes[nd->in[1]].shape
+                       : nd->op == DL_OP_AVGPOOL2D_GRAD ? &g->nodes[nd->in[0]].shape
+                                                        : &nd->shape;
+    return (double)dl_shape_numel(y, n) * nd->attr.pool.kh * nd->attr.pool.kw;
+  }
+  case DL_KIND_RANDOM: return out;
   }
   return 0;
 }

@@ -158,6 +158,21 @@ static bool same_attrs(const DlNode *x, const DlNode *y) {
     return x->attr.reduce.axes == y->attr.reduce.axes &&
            x->attr.reduce.keepdim == y->attr.reduce.keepdim;
   case DL_KIND_EXPAND: return x->attr.expand.mean == y->attr.expand.mean;
+  /* Constructors zero the whole attribute union, so comparing an op's
+   * attribute struct byte for byte is exact (two dropouts differ by their
+   * stream: independent masks). */
+  case DL_KIND_LAYOUT:
+    return x->op == DL_OP_PERMUTE
+               ? !memcmp(&x->attr.permute, &y->attr.permute, sizeof x->attr.permute)
+           : x->op == DL_OP_SLICE ? !memcmp(&x->attr.slice, &y->attr.slice, sizeof x->attr.slice)
+           : x->op == DL_OP_PAD   ? !memcmp(&x->attr.pad, &y->attr.pad, sizeof x->attr.pad)
+                                  : x->attr.concat.axis == y->attr.concat.axis;
+  case DL_KIND_CONV: return !memcmp(&x->attr.conv, &y->attr.conv, sizeof x->attr.conv);
+  case DL_KIND_POOL: return !memcmp(&x->attr.pool, &y->attr.pool, sizeof x->attr.pool);
+  case DL_KIND_RANDOM:
+    return x->attr.dropout.p == y->attr.dropout.p &&
+           x->attr.dropout.stream == y->attr.dropout.stream;
+  case DL_KIND_INDEX: /* no attributes: the shapes say it all */
   case DL_KIND_UNARY:
   case DL_KIND_BINARY:
   case DL_KIND_RESHAPE:

@@ -84,6 +84,7 @@ typedef struct DlrtContext {
   const DlrtProgram *prog;
   float *mem; /* prog->mem_floats floats, 64-byte aligned */
   uint64_t seed;
+  uint64_t steps; /* training/gradient steps run: dropout's seed counter */
 } DlrtContext;
 
 /* Allocate memory, fill constants and hyperparameter defaults, initialise the
@@ -112,10 +113,18 @@ int dlrt_set(DlrtContext *ctx, const char *name, const float *src, int64_t count
 int dlrt_get(DlrtContext *ctx, const char *name, float *dst, int64_t count, DlrtError *err);
 int dlrt_set_hyper(DlrtContext *ctx, const char *name, float value, DlrtError *err);
 
-/* Run an entry point on the first n rows already placed in the inputs. */
+/* Run an entry point on the first n rows already placed in the inputs.
+ * Each sets the hyperparameters of dropout first (dlrt_set_training): forward
+ * runs in inference mode, train_step and grad in training mode. */
 int dlrt_run_forward(DlrtContext *ctx, int64_t n, DlrtError *err);
 int dlrt_run_train_step(DlrtContext *ctx, int64_t n, DlrtError *err);
 int dlrt_run_grad(DlrtContext *ctx, int64_t n, DlrtError *err);
+/* Dropout's hyperparameters, where the model has them: "train.mode" = 0
+ * (inference: dropout is the identity) or 1, and for training a fresh
+ * "train.seed", hash(seed, steps) in 24 bits (exact as a float), with
+ * ctx->steps counted up, so that every step draws a new reproducible mask.
+ * Callers that run entries directly call this first. */
+void dlrt_set_training(DlrtContext *ctx, int training);
 
 /* ---- checkpoints (safetensors, F32, one tensor per parameter) ----
  * Saving writes to a temporary file in the same directory and renames it

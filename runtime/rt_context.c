@@ -300,8 +300,19 @@ int dlrt_set_hyper(DlrtContext *ctx, const char *name, float value, DlrtError *e
   return 0;
 }
 
-static int run_entry(DlrtContext *ctx, DlrtEntryFn entry, const char *entry_name, int64_t n,
-                     DlrtError *err) {
+void dlrt_set_training(DlrtContext *ctx, int training) {
+  if (!ctx) return;
+  /* The names are those of DL_HYPER_TRAIN_MODE and DL_HYPER_TRAIN_SEED
+   * (ir/ir.h); the runtime does not depend on the compiler. */
+  int mode = dlrt_find(ctx->prog, "train.mode", DLRT_ROLE_HYPER);
+  int seed = dlrt_find(ctx->prog, "train.seed", DLRT_ROLE_HYPER);
+  if (mode >= 0) dlrt_data(ctx, mode)[0] = training ? 1.0f : 0.0f;
+  if (training && seed >= 0)
+    dlrt_data(ctx, seed)[0] = (float)(dlrt_hash64(dlrt_hash64(ctx->seed) ^ ctx->steps++) >> 40);
+}
+
+static int run_entry(DlrtContext *ctx, DlrtEntryFn entry, const char *entry_name, int training,
+                     int64_t n, DlrtError *err) {
   if (!ctx) return dlrt_fail(err, "no context given");
   const DlrtProgram *prog = ctx->prog;
   if (!entry)
@@ -309,18 +320,19 @@ static int run_entry(DlrtContext *ctx, DlrtEntryFn entry, const char *entry_name
   if (n < 1 || n > prog->max_batch)
     return dlrt_fail(err, "batch size %lld is out of range: model '%s' takes 1 to %lld rows",
                      (long long)n, model_name(prog), (long long)prog->max_batch);
+  dlrt_set_training(ctx, training);
   entry(ctx->mem, n);
   return 0;
 }
 
 int dlrt_run_forward(DlrtContext *ctx, int64_t n, DlrtError *err) {
-  return run_entry(ctx, ctx ? ctx->prog->forward : NULL, "forward", n, err);
+  return run_entry(ctx, ctx ? ctx->prog->forward : NULL, "forward", 0, n, err);
 }
 
 int dlrt_run_train_step(DlrtContext *ctx, int64_t n, DlrtError *err) {
-  return run_entry(ctx, ctx ? ctx->prog->train_step : NULL, "train_step", n, err);
+  return run_entry(ctx, ctx ? ctx->prog->train_step : NULL, "train_step", 1, n, err);
 }
 
 int dlrt_run_grad(DlrtContext *ctx, int64_t n, DlrtError *err) {
-  return run_entry(ctx, ctx ? ctx->prog->grad : NULL, "grad", n, err);
+  return run_entry(ctx, ctx ? ctx->prog->grad : NULL, "grad", 1, n, err);
 }

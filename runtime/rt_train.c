@@ -256,6 +256,7 @@ int dlrt_train(DlrtContext *ctx, const DlrtDataset *ds, const DlrtTrainOptions *
       int64_t n = nrows - start < opts->batch ? nrows - start : opts->batch;
       step++;
       feed_rows(&feed, order, start, n);
+      dlrt_set_training(ctx, 1);
       prog->train_step(ctx->mem, n);
       float loss = *loss_value;
       if (!isfinite(loss)) {
@@ -309,6 +310,7 @@ int dlrt_evaluate(DlrtContext *ctx, const DlrtDataset *ds, double *loss, double 
   for (int64_t start = 0; start < ds->nrows; start += feed.rows_per_call) {
     int64_t n = ds->nrows - start < feed.rows_per_call ? ds->nrows - start : feed.rows_per_call;
     feed_rows(&feed, NULL, start, n);
+    dlrt_set_training(ctx, 0);
     prog->forward(ctx->mem, n);
     if (loss_value) loss_sum += (double)*loss_value * (double)n;
     correct += count_correct(&feed, NULL, start, n);
@@ -342,6 +344,7 @@ int dlrt_predict(DlrtContext *ctx, const DlrtDataset *ds, float *out, DlrtError 
   for (int64_t start = 0; start < ds->nrows; start += feed.rows_per_call) {
     int64_t n = ds->nrows - start < feed.rows_per_call ? ds->nrows - start : feed.rows_per_call;
     feed_rows(&feed, NULL, start, n);
+    dlrt_set_training(ctx, 0);
     prog->forward(ctx->mem, n);
     memcpy(out + start * width, output, (size_t)(n * width) * sizeof(float));
   }

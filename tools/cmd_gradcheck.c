@@ -74,6 +74,12 @@ int cmd_gradcheck(int argc, char **argv) {
   /* Inputs: data rows, or seeded random values (targets uniform in (0, 1)). */
   session_fill_inputs(&s, ctx, have_data ? &ds : NULL, seed, n);
 
+  /* The JIT first: it sets dropout's training mode and seed, which the
+   * interpreter then reads with the other leaves. */
+  if (dlrt_run_grad(ctx, n, &err) != 0) {
+    driver_error("%s", err.msg);
+    goto done;
+  }
   /* The interpreter reads the same leaves, widened to double. */
   dl_interp_init(&it, g, n);
   nleaf = g->nnodes;
@@ -96,11 +102,6 @@ int cmd_gradcheck(int argc, char **argv) {
   dl_interp_run(&it, eval, neval);
   double loss_ref = it.values[g->loss][0];
 
-  if (dlrt_run_grad(ctx, n, &err) != 0) {
-    free(eval);
-    driver_error("%s", err.msg);
-    goto done;
-  }
   int li = dlrt_find_role(s.rt, DLRT_ROLE_LOSS);
   double loss_jit = dlrt_data(ctx, li)[0];
   double loss_err = fabs(loss_jit - loss_ref) / fmax(1e-6, fabs(loss_ref));

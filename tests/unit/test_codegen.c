@@ -55,6 +55,7 @@ typedef struct Case {
   const char *what;
   void (*tweak)(DlProgram *prog); /* changes the plan before code generation */
   bool grid;                      /* running the GPU's kernels */
+  bool long_sums;                 /* outputs sum thousands of products (see close_enough) */
   DlCompiler *cc;
   DlGraph *g;
   double lo, hi; /* default range of input and parameter values */
@@ -62,6 +63,7 @@ typedef struct Case {
   struct {
     DlNodeId id;
     double lo, hi;
+    bool ints; /* whole numbers in [lo, hi]: indices, labels, ties */
   } range[MAX_RANGES];
 } Case;
 
@@ -79,13 +81,20 @@ static void case_range(Case *c, DlNodeId id, double lo, double hi) {
   c->nranges++;
 }
 
-static void leaf_range(const Case *c, DlNodeId id, double *lo, double *hi) {
+static void case_ints(Case *c, DlNodeId id, double lo, double hi) {
+  case_range(c, id, lo, hi);
+  c->range[c->nranges - 1].ints = true;
+}
+
+static void leaf_range(const Case *c, DlNodeId id, double *lo, double *hi, bool *ints) {
   *lo = c->lo;
   *hi = c->hi;
+  *ints = false;
   for (int i = 0; i < c->nranges; i++)
     if (c->range[i].id == id) {
       *lo = c->range[i].lo;
       *hi = c->range[i].hi;
+      *ints = c->range[i].ints;
     }
 }
 
@@ -100,10 +109,13 @@ static int64_t tensor_numel(const DlrtTensor *t, int64_t n) {
   return k;
 }
 
-static bool close_enough(double got, double want) {
+/* Within 2e-5 of want, relatively, or of `scale` where a long float sum
+ * with cancellation makes an element's error relative to the tensor's
+ * largest magnitude rather than to itself. */
+static bool close_enough(double got, double want, double scale) {
   if (isnan(want)) return isnan(got);
   if (isinf(want)) return got == want;
-  return fabs(got - want) <= 2e-5 + 2e-5 * fabs(want);
+  return fabs(got - want) <= 2e-5 + 2e-5 * fmax(fabs(want), scale);
 }
 
 /* ---- the program table against the plan ---- */
@@ -206,8 +218,11 @@ static void check_table(Case *c, const DlProgram *prog, const DlrtProgram *rp) {
 static void compare(Case *c, const char *label, int64_t n, const float *got, const double *want,
                     int64_t count, int opt) {
   int bad = 0;
+  double scale = 0;
+  for (int64_t e = 0; c->long_sums && e < count; e++)
+    if (isfinite(want[e])) scale = fmax(scale, 4 * fabs(want[e]));
   for (int64_t e = 0; e < count; e++) {
-    if (!close_enough(got[e], want[e])) {
+    if (!close_enough(got[e], want[e], scale)) {
       if (bad++ < 5)
         fprintf(stderr, "%s -O%d%s n=%lld %s[%lld]: got %.9g, want %.9g\n", c->what, opt,
                 c->grid ? " (GPU kernels)" : "", (long long)n, label, (long long)e, (double)got[e],
@@ -235,10 +250,13 @@ static void run_at(Case *c, const DlProgram *prog, const DlrtProgram *rp, DlEntr
     int64_t count = dl_shape_numel(&nd->shape, n);
     double *v = malloc(sizeof(double) * (size_t)(count ? count : 1));
     double lo, hi;
-    leaf_range(c, id, &lo, &hi);
+    bool ints;
+    leaf_range(c, id, &lo, &hi, &ints);
     for (int64_t e = 0; e < count; e++) {
       /* Both sides see the same float values. */
-      float x = nd->op == DL_OP_HYPER ? (float)nd->attr.hyper.value : (float)rnd(lo, hi);
+      float x = nd->op == DL_OP_HYPER ? (float)nd->attr.hyper.value
+                : ints                ? (float)floor(rnd(lo, hi + 1))
+                                      : (float)rnd(lo, hi);
       v[e] = x;
       if (prog->offset[id] >= 0) mem[prog->offset[id] + e] = x;
     }
@@ -551,6 +569,447 @@ static void test_softmax(void) {
   }
 }
 
+/* ---- the ops of layout, indexing, convolution, pooling and dropout ---- */
+
+static void test_compare_maximum(void) {
+  static const DlOp ops[] = {DL_OP_MAXIMUM, DL_OP_GT, DL_OP_EQ};
+  for (size_t i = 0; i < 3; i++)
+    for (int ints = 0; ints < 2; ints++) {
+      char what[96];
+      snprintf(what, sizeof what, "%s, broadcast%s", dl_op_info[ops[i]].name,
+               ints ? ", whole numbers (ties)" : "");
+      Case c = case_new(what);
+      DlNodeId a = dl_input(c.g, L, "a", SHAPE(N, 13), DL_ROLE_INPUT);
+      DlNodeId b = dl_input(c.g, L, "b", SHAPE(13), DL_ROLE_INPUT);
+      if (ints) {
+        case_ints(&c, a, -2, 2);
+        case_ints(&c, b, -2, 2);
+      }
+      c.g->output = ops[i] == DL_OP_MAXIMUM ? dl_binary(c.g, ops[i], L, a, b)
+                                            : dl_compare(c.g, ops[i], L, a, b);
+      case_run(&c);
+    }
+}
+
+static void test_reduce_max(void) {
+  for (uint32_t axes = 1; axes < 8; axes++)
+    for (int keep = 0; keep < 2; keep++) {
+      char what[96];
+      snprintf(what, sizeof what, "max axes 0x%x%s of [N, 5, 3] with ties", axes,
+               keep ? " keepdim" : "");
+      Case c = case_new(what);
+      DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 5, 3), DL_ROLE_INPUT);
+      case_ints(&c, x, -3, 3);
+      c.g->output = dl_reduce(c.g, DL_OP_MAX, L, x, axes, keep);
+      case_run(&c);
+    }
+  Case c = case_new("max of very negative values");
+  DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 7), DL_ROLE_INPUT);
+  case_range(&c, x, -1e30, -1e29);
+  c.g->output = dl_reduce(c.g, DL_OP_MAX, L, x, 2, false);
+  case_run(&c);
+}
+
+static void test_permute(void) {
+  struct {
+    DlShape s;
+    int perm[4];
+  } cases[] = {
+      {SHAPE(N, 3, 5), {0, 2, 1}},       {SHAPE(N, 3, 5), {2, 0, 1}},
+      {SHAPE(4, N, 3), {1, 2, 0}},       {SHAPE(2, 3, 4), {2, 1, 0}},
+      {SHAPE(N, 2, 3, 5), {0, 2, 3, 1}}, {SHAPE(N, 2, 3, 5), {3, 1, 0, 2}},
+      {SHAPE(2, 1, 3, 5), {1, 3, 2, 0}},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char what[96], sbuf[64];
+    snprintf(what, sizeof what, "permute %s by [%d %d %d %d]",
+             dl_shape_str(&cases[i].s, sbuf, sizeof sbuf), cases[i].perm[0], cases[i].perm[1],
+             cases[i].perm[2], cases[i].perm[3]);
+    Case c = case_new(what);
+    DlNodeId x = dl_input(c.g, L, "x", cases[i].s, DL_ROLE_INPUT);
+    c.g->output = dl_permute(c.g, L, x, cases[i].perm);
+    case_run(&c);
+  }
+}
+
+static void test_slice_pad(void) {
+  struct {
+    const char *what;
+    DlShape s;
+    int64_t start[3], stop[3];
+  } slices[] = {
+      {"columns at an offset", SHAPE(N, 13), {0, 3}, {N, 11}},
+      {"one column", SHAPE(N, 13), {0, 12}, {N, 13}},
+      {"middle of rank 3", SHAPE(4, N, 9), {1, 0, 2}, {3, N, 7}},
+      {"static", SHAPE(5, 6, 7), {1, 2, 3}, {4, 6, 4}},
+  };
+  for (size_t i = 0; i < sizeof slices / sizeof slices[0]; i++) {
+    char what[96];
+    snprintf(what, sizeof what, "slice %s", slices[i].what);
+    Case c = case_new(what);
+    DlNodeId x = dl_input(c.g, L, "x", slices[i].s, DL_ROLE_INPUT);
+    c.g->output = dl_slice(c.g, L, x, slices[i].start, slices[i].stop);
+    case_run(&c);
+  }
+  struct {
+    const char *what;
+    DlShape s;
+    int64_t before[4], after[4];
+  } pads[] = {
+      {"columns", SHAPE(N, 5), {0, 2}, {0, 3}},
+      {"image borders", SHAPE(N, 2, 5, 5), {0, 0, 1, 2}, {0, 0, 2, 1}},
+      {"leading axis", SHAPE(3, N, 4), {2, 0, 0}, {1, 0, 1}},
+      {"nothing", SHAPE(N, 3), {0, 0}, {0, 0}},
+  };
+  for (size_t i = 0; i < sizeof pads / sizeof pads[0]; i++) {
+    char what[96];
+    snprintf(what, sizeof what, "pad %s", pads[i].what);
+    Case c = case_new(what);
+    DlNodeId x = dl_input(c.g, L, "x", pads[i].s, DL_ROLE_INPUT);
+    c.g->output = dl_pad(c.g, L, x, pads[i].before, pads[i].after);
+    case_run(&c);
+  }
+}
+
+static void test_concat(void) {
+  struct {
+    DlShape a, b;
+    int axis;
+  } cases[] = {
+      {SHAPE(N, 3, 5), SHAPE(N, 4, 5), 1},       {SHAPE(N, 3, 5), SHAPE(N, 3, 2), 2},
+      {SHAPE(2, N, 3), SHAPE(3, N, 3), 0},       {SHAPE(N, 1), SHAPE(N, 13), 1},
+      {SHAPE(2, 3, 4, 5), SHAPE(2, 3, 1, 5), 2},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char what[96], sa[48], sb[48];
+    snprintf(what, sizeof what, "concat %s and %s on axis %d",
+             dl_shape_str(&cases[i].a, sa, sizeof sa), dl_shape_str(&cases[i].b, sb, sizeof sb),
+             cases[i].axis);
+    Case c = case_new(what);
+    DlNodeId a = dl_input(c.g, L, "a", cases[i].a, DL_ROLE_INPUT);
+    DlNodeId b = dl_input(c.g, L, "b", cases[i].b, DL_ROLE_INPUT);
+    c.g->output = dl_concat(c.g, L, a, b, cases[i].axis);
+    case_run(&c);
+  }
+}
+
+static void test_indexing(void) {
+  struct {
+    const char *what;
+    DlShape table, idx;
+  } gathers[] = {
+      {"embedding rows", SHAPE(7, 5), SHAPE(N, 3)},
+      {"scalars", SHAPE(7), SHAPE(N, 13)},
+      {"rank-3 table", SHAPE(6, 2, 3), SHAPE(N)},
+  };
+  for (size_t i = 0; i < sizeof gathers / sizeof gathers[0]; i++) {
+    char what[96];
+    /* Repeated indices, and some outside [0, V - 1] that clamp. */
+    snprintf(what, sizeof what, "gather %s, repeated and clamped indices", gathers[i].what);
+    Case c = case_new(what);
+    DlNodeId t = dl_input(c.g, L, "table", gathers[i].table, DL_ROLE_INPUT);
+    DlNodeId idx = dl_input(c.g, L, "idx", gathers[i].idx, DL_ROLE_INPUT);
+    case_ints(&c, idx, -2, (double)gathers[i].table.d[0] + 1);
+    c.g->output = dl_gather(c.g, L, t, idx);
+    case_run(&c);
+
+    snprintf(what, sizeof what, "scatter_add %s, repeated and clamped indices", gathers[i].what);
+    c = case_new(what);
+    DlShape src_shape = gathers[i].idx;
+    for (int d = 1; d < gathers[i].table.rank; d++)
+      src_shape.d[src_shape.rank++] = gathers[i].table.d[d];
+    DlNodeId src = dl_input(c.g, L, "src", src_shape, DL_ROLE_INPUT);
+    idx = dl_input(c.g, L, "idx", gathers[i].idx, DL_ROLE_INPUT);
+    case_ints(&c, idx, -2, (double)gathers[i].table.d[0] + 1);
+    c.g->output = dl_scatter_add(c.g, L, src, idx, gathers[i].table);
+    case_run(&c);
+  }
+  Case c = case_new("gather, fractional indices truncate");
+  DlNodeId t = dl_input(c.g, L, "table", SHAPE(5, 3), DL_ROLE_INPUT);
+  DlNodeId idx = dl_input(c.g, L, "idx", SHAPE(N, 4), DL_ROLE_INPUT);
+  case_range(&c, idx, -1.0, 6.0);
+  c.g->output = dl_gather(c.g, L, t, idx);
+  case_run(&c);
+  DlShape label_shapes[] = {SHAPE(N), SHAPE(N, 3)};
+  for (int i = 0; i < 2; i++) {
+    c = case_new(i ? "one_hot of [N, 3]" : "one_hot of [N], labels out of range");
+    DlNodeId labels = dl_input(c.g, L, "labels", label_shapes[i], DL_ROLE_INPUT);
+    case_ints(&c, labels, -1, 5);
+    c.g->output = dl_one_hot(c.g, L, labels, 5);
+    case_run(&c);
+  }
+}
+
+typedef struct ConvCase {
+  const char *what;
+  DlShape x, w;
+  int sh, sw, ph, pw;
+} ConvCase;
+
+static void test_conv(void) {
+  const ConvCase conv_cases[] = {
+      {"3x3, stride 1, no padding", SHAPE(N, 2, 7, 6), SHAPE(3, 2, 3, 3), 1, 1, 0, 0},
+      {"3x3, stride 1, padding 1", SHAPE(N, 2, 5, 5), SHAPE(4, 2, 3, 3), 1, 1, 1, 1},
+      {"5x5, stride 2, padding 2", SHAPE(N, 1, 9, 8), SHAPE(2, 1, 5, 5), 2, 2, 2, 2},
+      {"3x2, strides 2 and 1, padding 0 and 2", SHAPE(N, 3, 8, 5), SHAPE(2, 3, 3, 2), 2, 1, 0, 2},
+      {"1x1, stride 3", SHAPE(N, 4, 7, 7), SHAPE(5, 4, 1, 1), 3, 3, 0, 0},
+      {"padding wider than the kernel", SHAPE(2, 1, 3, 4), SHAPE(1, 1, 2, 2), 1, 2, 3, 2},
+      {"LeNet's first layer", SHAPE(N, 1, 28, 28), SHAPE(6, 1, 5, 5), 1, 1, 0, 0},
+  };
+  for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) {
+    const ConvCase *cc = &conv_cases[i];
+    char what[128];
+    snprintf(what, sizeof what, "conv2d %s", cc->what);
+    Case c = case_new(what);
+    DlNodeId x = dl_input(c.g, L, "x", cc->x, DL_ROLE_INPUT);
+    DlNodeId w = dl_input(c.g, L, "w", cc->w, DL_ROLE_INPUT);
+    DlNodeId y = dl_conv2d(c.g, L, x, w, cc->sh, cc->sw, cc->ph, cc->pw);
+    c.g->output = y;
+    DlShape ys = c.g->nodes[y].shape;
+    case_run(&c);
+
+    snprintf(what, sizeof what, "conv2d_grad_input %s", cc->what);
+    c = case_new(what);
+    DlNodeId dy = dl_input(c.g, L, "dy", ys, DL_ROLE_INPUT);
+    w = dl_input(c.g, L, "w", cc->w, DL_ROLE_INPUT);
+    c.g->output = dl_conv2d_grad_input(c.g, L, dy, w, cc->x, cc->sh, cc->sw, cc->ph, cc->pw);
+    case_run(&c);
+
+    snprintf(what, sizeof what, "conv2d_grad_filter %s", cc->what);
+    c = case_new(what);
+    c.long_sums = true; /* LeNet's: 64 x 24 x 24 products per element */
+    x = dl_input(c.g, L, "x", cc->x, DL_ROLE_INPUT);
+    dy = dl_input(c.g, L, "dy", ys, DL_ROLE_INPUT);
+    c.g->output = dl_conv2d_grad_filter(c.g, L, x, dy, cc->w, cc->sh, cc->sw, cc->ph, cc->pw);
+    case_run(&c);
+  }
+}
+
+typedef struct PoolCase {
+  const char *what;
+  DlShape x;
+  int kh, kw, sh, sw;
+} PoolCase;
+
+static void test_pool(void) {
+  const PoolCase pool_cases[] = {
+      {"2x2 stride 2 (non-overlapping)", SHAPE(N, 3, 8, 6), 2, 2, 2, 2},
+      {"2x2 stride 2, odd sizes (floor)", SHAPE(N, 2, 7, 5), 2, 2, 2, 2},
+      {"3x3 stride 1 (overlapping)", SHAPE(N, 2, 6, 7), 3, 3, 1, 1},
+      {"3x2 strides 2 and 1", SHAPE(N, 9, 5), 3, 2, 2, 1},
+      {"rank 2, whole input", SHAPE(4, 5), 4, 5, 1, 1},
+  };
+  static const DlOp ops[] = {DL_OP_MAXPOOL2D, DL_OP_AVGPOOL2D};
+  for (size_t i = 0; i < sizeof pool_cases / sizeof pool_cases[0]; i++)
+    for (int k = 0; k < 2; k++)
+      for (int ints = 0; ints < 2; ints++) {
+        const PoolCase *pc = &pool_cases[i];
+        if (ints && ops[k] == DL_OP_AVGPOOL2D) continue;
+        char what[128];
+        snprintf(what, sizeof what, "%s %s%s", dl_op_info[ops[k]].name, pc->what,
+                 ints ? ", ties" : "");
+        Case c = case_new(what);
+        DlNodeId x = dl_input(c.g, L, "x", pc->x, DL_ROLE_INPUT);
+        if (ints) case_ints(&c, x, -2, 2);
+        DlNodeId y = dl_pool2d(c.g, ops[k], L, x, pc->kh, pc->kw, pc->sh, pc->sw);
+        c.g->output = y;
+        DlShape ys = c.g->nodes[y].shape;
+        case_run(&c);
+
+        snprintf(what, sizeof what, "%s_grad %s%s", dl_op_info[ops[k]].name, pc->what,
+                 ints ? ", ties" : "");
+        c = case_new(what);
+        DlNodeId dy = dl_input(c.g, L, "dy", ys, DL_ROLE_INPUT);
+        if (ops[k] == DL_OP_MAXPOOL2D) {
+          x = dl_input(c.g, L, "x", pc->x, DL_ROLE_INPUT);
+          if (ints) case_ints(&c, x, -2, 2);
+          c.g->output = dl_maxpool2d_grad(c.g, L, x, dy, pc->kh, pc->kw, pc->sh, pc->sw);
+        } else {
+          c.g->output = dl_avgpool2d_grad(c.g, L, dy, pc->x, pc->kh, pc->kw, pc->sh, pc->sw);
+        }
+        case_run(&c);
+      }
+}
+
+static DlNodeId find_hyper(const DlGraph *g, const char *name) {
+  return find_node(g, DL_OP_HYPER, name);
+}
+
+/* The runtime switches dropout on for train_step and grad, with a fresh seed
+ * per step that depends only on the context's seed and the step count, and
+ * off for forward. */
+static void test_dropout_runtime(void) {
+  Case c = case_new("dropout in the runtime");
+  DlGraph *g = c.g;
+  DlNodeId x = dl_input(g, L, "x", SHAPE(N, 40), DL_ROLE_INPUT);
+  DlNodeId w = dl_param(g, L, "w", SHAPE(40), (DlInit){.kind = DL_INIT_CONST, .a = 1.0});
+  g->output = dl_dropout(g, L, dl_binary(g, DL_OP_MUL, L, x, w), 0.5);
+  g->loss = dl_reduce(g, DL_OP_SUM, L, g->output, 0, false);
+  DlProgram *prog = dl_autodiff(g) ? dl_plan(g, 4) : NULL;
+  const DlrtProgram *rp = NULL;
+  DlJit *jit = prog ? dl_jit_compile(c.cc, prog, NULL, &rp) : NULL;
+  CHECK(jit != NULL, "dropout in the runtime: JIT failed");
+  if (!jit) {
+    report_diags(&c);
+    dl_compiler_free(c.cc);
+    return;
+  }
+  DlrtError err = {{0}};
+  DlrtContext *ctx = dlrt_context_new(rp, 11, &err), *again = dlrt_context_new(rp, 11, &err);
+  int xi = dlrt_find(rp, "x", DLRT_ROLE_INPUT), oi = dlrt_find_role(rp, DLRT_ROLE_OUTPUT);
+  int mode = dlrt_find(rp, DL_HYPER_TRAIN_MODE, DLRT_ROLE_HYPER);
+  int seed = dlrt_find(rp, DL_HYPER_TRAIN_SEED, DLRT_ROLE_HYPER);
+  CHECK(ctx && again && xi >= 0 && oi >= 0 && mode >= 0 && seed >= 0, "dropout tensors");
+  if (ctx && again && xi >= 0 && oi >= 0 && mode >= 0 && seed >= 0) {
+    for (int i = 0; i < 160; i++)
+      dlrt_data(ctx, xi)[i] = dlrt_data(again, xi)[i] = 1.0f + (float)i;
+    CHECK(dlrt_run_forward(ctx, 4, &err) == 0 && dlrt_data(ctx, mode)[0] == 0, "forward");
+    bool identity = true;
+    for (int i = 0; i < 160; i++)
+      identity &= dlrt_data(ctx, oi)[i] == 1.0f + (float)i;
+    CHECK(identity, "forward is not the identity");
+    float seeds[2];
+    for (int step = 0; step < 2; step++) {
+      CHECK(dlrt_run_grad(ctx, 4, &err) == 0 && dlrt_data(ctx, mode)[0] == 1, "grad");
+      seeds[step] = dlrt_data(ctx, seed)[0];
+      int dropped = 0;
+      bool scaled = true;
+      for (int i = 0; i < 160; i++) {
+        float y = dlrt_data(ctx, oi)[i];
+        dropped += y == 0;
+        scaled &= y == 0 || y == 2.0f * (1.0f + (float)i);
+      }
+      CHECK(scaled && dropped > 50 && dropped < 110, "step %d: %d of 160 dropped", step, dropped);
+    }
+    CHECK(seeds[0] != seeds[1] && seeds[0] == floorf(seeds[0]) && seeds[0] < 16777216.0f,
+          "seeds %g, %g", (double)seeds[0], (double)seeds[1]);
+    CHECK(ctx->steps == 2, "steps %llu", (unsigned long long)ctx->steps);
+    CHECK(dlrt_run_train_step(again, 4, &err) == 0 && dlrt_data(again, seed)[0] == seeds[0],
+          "the same context seed does not give the same first step");
+    CHECK(dlrt_run_forward(ctx, 4, &err) == 0 && dlrt_data(ctx, mode)[0] == 0, "back to inference");
+  }
+  dlrt_context_free(ctx);
+  dlrt_context_free(again);
+  dl_jit_free(jit);
+  dl_compiler_free(c.cc);
+}
+
+static void test_dropout(void) {
+  static const double probs[] = {0.0, 0.3, 0.75};
+  for (int train = 0; train < 2; train++)
+    for (size_t i = 0; i < sizeof probs / sizeof probs[0]; i++) {
+      char what[96];
+      snprintf(what, sizeof what, "dropout p=%g, %s", probs[i], train ? "training" : "inference");
+      Case c = case_new(what);
+      DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 37), DL_ROLE_INPUT);
+      DlNodeId y = dl_dropout(c.g, L, x, probs[i]);
+      /* Two dropouts share the hyper leaves, with different streams. */
+      c.g->output = dl_binary(c.g, DL_OP_ADD, L, y, dl_dropout(c.g, L, x, probs[i]));
+      DlNodeId mode = find_hyper(c.g, DL_HYPER_TRAIN_MODE);
+      DlNodeId seed = find_hyper(c.g, DL_HYPER_TRAIN_SEED);
+      int nhyper = 0;
+      for (DlNodeId id = 0; id < c.g->nnodes; id++)
+        nhyper += c.g->nodes[id].op == DL_OP_HYPER;
+      CHECK(mode != DL_NONE && seed != DL_NONE && nhyper == 2, "%s: hyper leaves", what);
+      if (mode == DL_NONE || seed == DL_NONE) continue;
+      c.g->nodes[mode].attr.hyper.value = train;
+      c.g->nodes[seed].attr.hyper.value = 4242;
+      case_run(&c);
+    }
+  /* The mask is the runtime's uniform numbers: same seed, stream, counter. */
+  int kept = 0, same = 0, total = 4000;
+  for (int i = 0; i < total; i++) {
+    bool k = dl_dropout_keep(77, 5, (uint64_t)i, 0.3);
+    kept += k;
+    same += k == (dlrt_uniform01(77, 5, (uint64_t)i) >= 0.3);
+  }
+  CHECK(same == total, "dropout mask differs from dlrt_uniform01 in %d of %d", total - same, total);
+  CHECK(kept > 0.65 * total && kept < 0.75 * total, "dropout kept %d of %d at p = 0.3", kept,
+        total);
+  CHECK(dl_hash64(12345) == dlrt_hash64(12345), "dl_hash64 differs from dlrt_hash64");
+  test_dropout_runtime();
+  CHECK(dl_dropout_seed(-3) == 0 && dl_dropout_seed(NAN) == 0 && dl_dropout_seed(17.9) == 17 &&
+            dl_dropout_seed(1e20) == 4294967296ull,
+        "dl_dropout_seed clamps and truncates");
+}
+
+/* A small CNN and sequence model using every new op in the forward graph,
+ * so that the backward graph has every gradient op too; grad and train_step
+ * against the interpreter, with both kinds of kernels. */
+static Case build_new_ops(void) {
+  Case c = case_new("new ops");
+  DlGraph *g = c.g;
+  DlNodeId x = dl_input(g, L, "x", SHAPE(N, 1, 9, 8), DL_ROLE_INPUT);
+  DlNodeId tok = dl_input(g, L, "tok", SHAPE(N, 3), DL_ROLE_INPUT);
+  DlNodeId lab = dl_input(g, L, "lab", SHAPE(N), DL_ROLE_TARGET);
+  case_ints(&c, tok, 0, 4);
+  case_ints(&c, lab, 0, 3);
+  DlInit uni = {.kind = DL_INIT_UNIFORM, .a = -1, .b = 1};
+  DlNodeId w1 = dl_param(g, L, "conv.w", SHAPE(3, 1, 3, 3), uni);
+  DlNodeId emb = dl_param(g, L, "emb", SHAPE(5, 4), uni);
+  DlNodeId W = dl_param(g, L, "W", SHAPE(25, 4), uni);
+  DlNodeId h = dl_conv2d(g, L, x, w1, 2, 1, 1, 1);               /* [N, 3, 5, 8] */
+  DlNodeId p1 = dl_pool2d(g, DL_OP_MAXPOOL2D, L, h, 2, 2, 1, 2); /* [N, 3, 4, 4] */
+  DlNodeId p2 = dl_pool2d(g, DL_OP_AVGPOOL2D, L, h, 2, 3, 1, 2); /* [N, 3, 4, 3] */
+  DlNodeId cat = dl_concat(g, L, p1, p2, 3);                     /* [N, 3, 4, 7] */
+  int perm[4] = {0, 2, 3, 1};
+  DlNodeId pm = dl_permute(g, L, cat, perm); /* [N, 4, 7, 3] */
+  int64_t st[4] = {0, 1, 2, 0}, sp[4] = {N, 3, 7, 1};
+  DlNodeId sl = dl_slice(g, L, pm, st, sp); /* [N, 2, 5, 1] */
+  int64_t before[4] = {0, 0, 0, 0}, after[4] = {0, 3, 0, 0};
+  DlNodeId pd = dl_pad(g, L, sl, before, after); /* [N, 5, 5, 1] */
+  DlNodeId flat = dl_reshape(g, L, pd, SHAPE(N, 25));
+  flat = dl_dropout(g, L, dl_binary(g, DL_OP_MAXIMUM, L, flat, dl_const_scalar(g, L, 0.1)), 0.25);
+  DlNodeId z = dl_matmul(g, L, flat, W, false, false); /* [N, 4] */
+  DlNodeId e = dl_gather(g, L, emb, tok);              /* [N, 3, 4] */
+  z = dl_binary(g, DL_OP_ADD, L, z, dl_reduce(g, DL_OP_MAX, L, e, 2, false));
+  g->output = dl_softmax(g, DL_OP_SOFTMAX, L, z);
+  DlNodeId oh = dl_one_hot(g, L, lab, 4);
+  DlNodeId ce = dl_binary(g, DL_OP_MUL, L, oh, dl_softmax(g, DL_OP_LOG_SOFTMAX, L, z));
+  g->loss =
+      dl_unary(g, DL_OP_NEG, L,
+               dl_reduce(g, DL_OP_MEAN, L, dl_reduce(g, DL_OP_SUM, L, ce, 2, false), 0, false));
+  bool ok = !dl_failed(c.cc) && dl_autodiff(g) && dl_append_sgd(g, 0.1);
+  CHECK(ok, "new ops: autodiff failed");
+  if (!ok) report_diags(&c);
+  bool seen[DL_OP_COUNT] = {false};
+  for (DlNodeId id = 0; id < g->nnodes; id++)
+    seen[g->nodes[id].op] = true;
+  static const DlOp want[] = {DL_OP_CONV2D_GRAD_FILTER,
+                              DL_OP_MAXPOOL2D_GRAD,
+                              DL_OP_AVGPOOL2D_GRAD,
+                              DL_OP_SCATTER_ADD,
+                              DL_OP_GT,
+                              DL_OP_EQ,
+                              DL_OP_DROPOUT};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    CHECK(seen[want[i]], "new ops: the gradient graph has no %s", dl_op_info[want[i]].name);
+  DlNodeId mode = find_hyper(g, DL_HYPER_TRAIN_MODE), seed = find_hyper(g, DL_HYPER_TRAIN_SEED);
+  if (mode != DL_NONE && seed != DL_NONE) {
+    g->nodes[mode].attr.hyper.value = 1;
+    g->nodes[seed].attr.hyper.value = 99;
+  }
+  return c;
+}
+
+static void test_new_ops_training(void) {
+  /* grad compares the loss and every gradient; train_step the output, the
+   * loss and every updated parameter (forward's kernels are among them). */
+  static const struct {
+    DlEntryKind entry;
+    Kernels kernels;
+  } runs[] = {{DL_ENTRY_GRAD, CPU_LOOPS}, {DL_ENTRY_GRAD, GPU_GRID}, {DL_ENTRY_TRAIN, CPU_LOOPS}};
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    Case c = build_new_ops();
+    char what[64];
+    snprintf(what, sizeof what, "new ops %s%s", dl_entry_names[runs[i].entry],
+             runs[i].kernels == GPU_GRID ? " (GPU kernels)" : "");
+    c.what = what;
+    case_run_entry(&c, runs[i].entry, runs[i].kernels == GPU_GRID ? 1 : 3, runs[i].kernels);
+    dl_compiler_free(c.cc);
+  }
+}
+
 /* A two-layer classifier with every kind of op in its forward and backward
  * graphs: grad and train_step (ASSIGN) against the interpreter. */
 static Case build_mlp(void) {
@@ -647,6 +1106,36 @@ static const char *find_ptxas(void) {
   return NULL;
 }
 
+/* Emit PTX for arch at -O<opt> and, where ptxas is installed, assemble it. */
+static void check_ptx(Case *c, DlProgram *prog, const char *arch, int opt, const char *ptxas) {
+  DlCodegenOptions o = {.target = DL_TARGET_NVPTX, .opt_level = opt, .gpu_arch = arch};
+  char *ptx = dl_emit_ptx(c->cc, prog, &o);
+  CHECK(ptx != NULL, "%s: no PTX for %s -O%d", c->what, arch, opt);
+  if (!ptx) {
+    report_diags(c);
+    return;
+  }
+  char target[32];
+  snprintf(target, sizeof target, ".target %s", arch);
+  CHECK(contains(ptx, target), "%s: PTX lacks '%s'", c->what, target);
+  CHECK(contains(ptx, ".visible .entry t_k") && !contains(ptx, "entry_forward"),
+        "%s: PTX has kernels and no host entries", c->what);
+  if (!ptxas) return;
+  char ptx_path[512], cmd[2048];
+  snprintf(ptx_path, sizeof ptx_path, "%s/test_codegen_%d_%s_O%d.ptx", tmp_dir(), (int)getpid(),
+           arch, opt);
+  FILE *pf = fopen(ptx_path, "w");
+  CHECK(pf != NULL, "cannot write %s", ptx_path);
+  if (!pf) return;
+  fputs(ptx, pf);
+  fclose(pf);
+  snprintf(cmd, sizeof cmd, "%s -arch=%s %s -o %s.cubin", ptxas, arch, ptx_path, ptx_path);
+  CHECK(system(cmd) == 0, "%s: ptxas rejected the PTX for %s -O%d: %s", c->what, arch, opt, cmd);
+  remove(ptx_path);
+  snprintf(cmd, sizeof cmd, "%s.cubin", ptx_path);
+  remove(cmd);
+}
+
 static void test_outputs(void) {
   Case c = build_every_op();
   DlProgram *prog = dl_plan(c.g, 32);
@@ -714,42 +1203,30 @@ static void test_outputs(void) {
         "header documents the tensors");
   CHECK(contains(h, "#ifndef DLCC_T_H"), "header include guard");
 
-  /* PTX for every op, checked by ptxas where it is installed. */
+  /* PTX for every op, checked by ptxas where it is installed; the
+   * unoptimised PTX must assemble too. */
   const char *ptxas = find_ptxas();
-  static const char *const archs[] = {"sm_80", "sm_90"};
-  for (int i = 0; i < 2; i++) {
-    DlCodegenOptions o = {.target = DL_TARGET_NVPTX, .opt_level = 3, .gpu_arch = archs[i]};
-    char *ptx = dl_emit_ptx(c.cc, prog, &o);
-    CHECK(ptx != NULL, "no PTX for %s", archs[i]);
-    if (!ptx) {
-      report_diags(&c);
-      continue;
-    }
-    char target[32];
-    snprintf(target, sizeof target, ".target %s", archs[i]);
-    CHECK(contains(ptx, target), "PTX lacks '%s'", target);
-    CHECK(contains(ptx, ".visible .entry t_k") && !contains(ptx, "entry_forward"),
-          "PTX has kernels and no host entries");
-    if (!ptxas) continue;
-    char ptx_path[512], cmd[2048];
-    snprintf(ptx_path, sizeof ptx_path, "%s/test_codegen_%d_%s.ptx", tmp_dir(), (int)getpid(),
-             archs[i]);
-    FILE *pf = fopen(ptx_path, "w");
-    CHECK(pf != NULL, "cannot write %s", ptx_path);
-    if (!pf) continue;
-    fputs(ptx, pf);
-    fclose(pf);
-    snprintf(cmd, sizeof cmd, "%s -arch=%s %s -o %s.cubin", ptxas, archs[i], ptx_path, ptx_path);
-    CHECK(system(cmd) == 0, "ptxas rejected the PTX for %s: %s", archs[i], cmd);
-    remove(ptx_path);
-    snprintf(cmd, sizeof cmd, "%s.cubin", ptx_path);
-    remove(cmd);
-  }
-  /* The unoptimised PTX must assemble too. */
-  DlCodegenOptions o0 = {.target = DL_TARGET_NVPTX, .opt_level = 0};
-  CHECK(dl_emit_ptx(c.cc, prog, &o0) != NULL, "no -O0 PTX");
+  check_ptx(&c, prog, "sm_80", 3, ptxas);
+  check_ptx(&c, prog, "sm_90", 3, ptxas);
+  check_ptx(&c, prog, "sm_80", 0, ptxas);
   if (!ptxas) fprintf(stderr, "note: ptxas not found; PTX was generated but not assembled\n");
   CHECK(!dl_failed(c.cc), "outputs recorded errors");
+  report_diags(&c);
+  dl_compiler_free(c.cc);
+}
+
+/* PTX of every new op and its gradient, through ptxas where installed. */
+static void test_new_ops_ptx(void) {
+  Case c = build_new_ops();
+  DlProgram *prog = dl_plan(c.g, 32);
+  CHECK(prog != NULL, "new ops: plan failed");
+  if (prog) {
+    const char *ptxas = find_ptxas();
+    check_ptx(&c, prog, "sm_80", 3, ptxas);
+    check_ptx(&c, prog, "sm_90", 3, ptxas);
+    check_ptx(&c, prog, "sm_80", 0, ptxas);
+  }
+  CHECK(!dl_failed(c.cc), "new ops PTX recorded errors");
   report_diags(&c);
   dl_compiler_free(c.cc);
 }
@@ -784,8 +1261,19 @@ int main(void) {
   test_reduce();
   test_expand_reshape();
   test_softmax();
+  test_compare_maximum();
+  test_reduce_max();
+  test_permute();
+  test_slice_pad();
+  test_concat();
+  test_indexing();
+  test_conv();
+  test_pool();
+  test_dropout();
   test_training();
+  test_new_ops_training();
   test_outputs();
+  test_new_ops_ptx();
   test_errors();
   if (failures) {
     fprintf(stderr, "test_codegen: %d of %d checks failed\n", failures, checks);
