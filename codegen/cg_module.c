@@ -117,7 +117,7 @@ bool cg_target_machine(DlCompiler *cc, const CgOptions *o, CgTarget *t) {
 
 /* ---- the table of named tensors ------------------------------------------------- */
 
-static DlrtInit runtime_init(DlInitKind k) {
+DlrtInit dl_runtime_init(DlInitKind k) {
   switch (k) {
   case DL_INIT_ZERO: return DLRT_INIT_ZERO;
   case DL_INIT_CONST: return DLRT_INIT_CONST;
@@ -144,7 +144,7 @@ int cg_tensors(DlCompiler *cc, const DlProgram *prog, CgTensor **out) {
     switch (nd->op) {
     case DL_OP_PARAM:
       t.role = nd->param_role == DL_PARAM_STATE ? DLRT_ROLE_STATE : DLRT_ROLE_PARAM;
-      t.init = runtime_init(nd->attr.param.kind);
+      t.init = dl_runtime_init(nd->attr.param.kind);
       t.a = nd->attr.param.a;
       t.b = nd->attr.param.b;
       if (t.init == DLRT_INIT_DATA) t.data = nd->attr.param.data;
@@ -508,6 +508,14 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
     }
   }
   if (ok && o->target == DL_TARGET_CPU) {
+    /* Kernels are called from up to three entries: inlining them would
+     * compile each up to three times (JIT time) for no measurable gain, as
+     * every kernel is a loop nest over whole tensors. */
+    unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+    for (DlNodeId id = 0; id < g->nnodes; id++)
+      if (cg.kernel[id])
+        LLVMAddAttributeAtIndex(cg.kernel[id], LLVMAttributeFunctionIndex,
+                                LLVMCreateEnumAttribute(ctx, noinline, 0));
     LLVMValueRef entries[DL_ENTRY_COUNT] = {NULL};
     for (int k = 0; ok && k < DL_ENTRY_COUNT; k++) {
       if (entry_emitted(prog, (DlEntryKind)k)) {

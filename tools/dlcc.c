@@ -21,6 +21,9 @@ static const char usage_text[] =
     "  gradcheck  check every parameter's gradient against finite differences\n"
     "  eval       loss, accuracy and confusion matrix of a checkpoint on the test data\n"
     "  lr-find    learning-rate range test: sweep the rate up over one pass, suggest one\n"
+    "  bench      time the compiled training step (and inference) on random data\n"
+    "  explain    work one training step through by hand: forward, chain rule, update\n"
+    "  repl       an interactive prompt: evaluate expressions, train, inspect\n"
     "\n"
     "  dlcc <command> --help   options of a command\n"
     "  dlcc --version          version\n";
@@ -46,6 +49,8 @@ void options_init(DriverOptions *o) {
   o->lr_start = o->lr_end = -1;
   o->patience = o->limit = o->shift = o->stop_after = -1;
   o->progress = -1;
+  o->steps = -1;
+  o->threads = -1;
 }
 
 static bool allowed_opt(const char *allowed, const char *name) {
@@ -126,6 +131,14 @@ int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const ch
     o->verbose = true;
     return 1;
   }
+  if (!strcmp(a, "--stats")) {
+    o->stats = true;
+    return 1;
+  }
+  if (!strcmp(a, "--infer")) {
+    o->infer = true;
+    return 1;
+  }
   if (!strcmp(a, "--progress") || !strcmp(a, "--no-progress")) {
     o->progress = a[2] == 'p';
     return 1;
@@ -169,6 +182,12 @@ int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const ch
   } else if (!strcmp(a, "--batch")) {
     if (!parse_int(a, v, 1, &x)) return -1;
     o->batch = x;
+  } else if (!strcmp(a, "--steps")) {
+    if (!parse_int(a, v, 1, &x)) return -1;
+    o->steps = x;
+  } else if (!strcmp(a, "--threads")) {
+    if (!parse_int(a, v, 1, &x)) return -1;
+    o->threads = x;
   } else if (!strcmp(a, "--seed")) {
     if (!parse_int(a, v, 0, &x)) return -1;
     o->seed = x;
@@ -263,6 +282,9 @@ static int dispatch(const char *cmd, int argc, char **argv) {
   if (!strcmp(cmd, "gradcheck")) return cmd_gradcheck(argc, argv);
   if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
   if (!strcmp(cmd, "lr-find")) return cmd_lr_find(argc, argv);
+  if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+  if (!strcmp(cmd, "explain")) return cmd_explain(argc, argv);
+  if (!strcmp(cmd, "repl")) return cmd_repl(argc, argv);
   driver_error("unknown command '%s' (see 'dlcc --help')", cmd);
   return 1;
 }

