@@ -514,8 +514,8 @@ static void lower_csv(Lower *L, const AstExpr *call, DlDataSpec *d) {
     const Sym *sym = data_field_target(L, a);
     /* one_hot(k): column k holds class indices, expanded to the width. */
     const AstExpr *cols = a->value;
-    bool one_hot = cols->kind == AST_CALL && callee_name(cols) &&
-                   strcmp(callee_name(cols), "one_hot") == 0;
+    bool one_hot =
+        cols->kind == AST_CALL && callee_name(cols) && strcmp(callee_name(cols), "one_hot") == 0;
     if (one_hot) {
       static const char *const one_hot_params[] = {"column"};
       const AstExpr *col = NULL;
@@ -646,8 +646,7 @@ static DlLoc callee_loc(const AstExpr *v) {
 }
 
 /* Bind the arguments of a train-block function call (a bare name has none). */
-static bool bind_train_args(Lower *L, const AstExpr *v, const char *fname,
-                            const AstExpr **args) {
+static bool bind_train_args(Lower *L, const AstExpr *v, const char *fname, const AstExpr **args) {
   const TrainFn *fn = find_train_fn(fname);
   for (int i = 0; i < MAX_TRAIN_PARAMS; i++)
     args[i] = NULL;
@@ -680,8 +679,7 @@ static bool single_fields(Lower *L, const AstExpr *call, const char *fname, DlDa
   for (int i = 0; i < L->scope.nsyms; i++) {
     const Sym *sym = &L->scope.syms[i];
     if (sym->kind != SYM_INPUT && sym->kind != SYM_TARGET) continue;
-    int64_t width =
-        sym->node != DL_NONE ? per_row_width(&dl_node(L->g, sym->node)->shape) : 0;
+    int64_t width = sym->node != DL_NONE ? per_row_width(&dl_node(L->g, sym->node)->shape) : 0;
     if (sym->kind == SYM_INPUT && ninputs++ == 0) {
       d->input = sym->name;
       d->input_width = width;
@@ -701,8 +699,7 @@ static bool single_fields(Lower *L, const AstExpr *call, const char *fname, DlDa
 
 static void data_limit(Lower *L, const AstExpr *e, DlDataSpec *d) {
   int64_t n;
-  if (e && expect_int(L, e, "'limit'", "a positive integer", 1, INT64_C(1) << 53, &n))
-    d->limit = n;
+  if (e && expect_int(L, e, "'limit'", "a positive integer", 1, INT64_C(1) << 53, &n)) d->limit = n;
 }
 
 static void data_path_arg(Lower *L, const AstExpr *e, const char *fname, const char *what,
@@ -836,8 +833,10 @@ static void lower_optimizer(Lower *L, const AstExpr *v, DlTrainSpec *t) {
     if (args[3]) expect_number(L, args[3], "'weight_decay'", decay_word, 0, big, &t->weight_decay);
     return;
   }
-  if (args[1]) expect_number(L, args[1], "'beta1'", "at least 0 and below 1", 0, 0.999999, &t->beta1);
-  if (args[2]) expect_number(L, args[2], "'beta2'", "at least 0 and below 1", 0, 0.999999, &t->beta2);
+  if (args[1])
+    expect_number(L, args[1], "'beta1'", "at least 0 and below 1", 0, 0.999999, &t->beta1);
+  if (args[2])
+    expect_number(L, args[2], "'beta2'", "at least 0 and below 1", 0, 0.999999, &t->beta2);
   if (args[3] && expect_number(L, args[3], "'eps'", "a positive number", 0, big, &t->eps) &&
       !(t->eps > 0))
     dl_error(L->cc, args[3]->loc, "'eps' must be a positive number, got 0");
@@ -871,10 +870,12 @@ static void lower_schedule(Lower *L, const AstExpr *v, DlTrainSpec *t) {
     warmup = args[2];
   } else {
     t->schedule = DL_SCHEDULE_COSINE;
-    if (args[0]) expect_number(L, args[0], "'min_lr'", "a non-negative number", 0, 1e30, &t->min_lr);
+    if (args[0])
+      expect_number(L, args[0], "'min_lr'", "a non-negative number", 0, 1e30, &t->min_lr);
     warmup = args[1];
   }
-  if (warmup) expect_number(L, warmup, "'warmup'", "a non-negative number of epochs", 0, 1e9, &t->warmup);
+  if (warmup)
+    expect_number(L, warmup, "'warmup'", "a non-negative number of epochs", 0, 1e9, &t->warmup);
 }
 
 static void lower_augment_one(Lower *L, const AstExpr *v, DlTrainSpec *t) {
@@ -927,8 +928,8 @@ typedef enum TrainSetting {
 } TrainSetting;
 
 static const char *const train_settings[NSETTINGS] = {
-    "data",  "validation", "test", "optimizer",    "schedule", "clip",     "epochs",
-    "batch", "seed",       "patience", "restore_best", "augment", "normalize"};
+    "data",  "validation", "test",     "optimizer",    "schedule", "clip",     "epochs",
+    "batch", "seed",       "patience", "restore_best", "augment",  "normalize"};
 
 static void lower_setting(Lower *L, TrainSetting k, const AstStmt *s, DlTrainSpec *t) {
   const AstExpr *v = s->value;
