@@ -117,7 +117,7 @@ bool cg_target_machine(DlCompiler *cc, const CgOptions *o, CgTarget *t) {
 
 /* ---- the table of named tensors ------------------------------------------------- */
 
-static DlrtInit runtime_init(DlInitKind k) {
+DlrtInit dl_runtime_init(DlInitKind k) {
   switch (k) {
   case DL_INIT_ZERO: return DLRT_INIT_ZERO;
   case DL_INIT_CONST: return DLRT_INIT_CONST;
@@ -143,8 +143,8 @@ int cg_tensors(DlCompiler *cc, const DlProgram *prog, CgTensor **out) {
     CgTensor t = {.node = id, .shape = nd->shape, .offset = prog->offset[id], .name = nd->name};
     switch (nd->op) {
     case DL_OP_PARAM:
-      t.role = DLRT_ROLE_PARAM;
-      t.init = runtime_init(nd->attr.param.kind);
+      t.role = nd->param_role == DL_PARAM_STATE ? DLRT_ROLE_STATE : DLRT_ROLE_PARAM;
+      t.init = dl_runtime_init(nd->attr.param.kind);
       t.a = nd->attr.param.a;
       t.b = nd->attr.param.b;
       if (t.init == DLRT_INIT_DATA) t.data = nd->attr.param.data;
@@ -622,6 +622,7 @@ static const char *role_name(int role) {
   case DLRT_ROLE_CONST: return "const";
   case DLRT_ROLE_HYPER: return "hyper";
   case DLRT_ROLE_GRAD: return "grad";
+  case DLRT_ROLE_STATE: return "state";
   }
   return "?";
 }

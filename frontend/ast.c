@@ -61,6 +61,26 @@ void ast_file_add_block(DlCompiler *cc, DlAstFile *file, AstBlock *b) {
   file->blocks[file->nblocks++] = b;
 }
 
+void ast_names_push(DlCompiler *cc, AstNameList *list, const char *name, DlLoc loc) {
+  if (list->n >= list->cap) {
+    int cap = list->cap;
+    DL_ARENA_GROW(cc->arena, list->names, list->n, cap);
+    DL_ARENA_GROW(cc->arena, list->locs, list->n, list->cap);
+  }
+  list->names[list->n] = name;
+  list->locs[list->n++] = loc;
+}
+
+void ast_params_push(DlCompiler *cc, AstParamList *list, AstParam p) {
+  DL_ARENA_GROW(cc->arena, list->items, list->n, list->cap);
+  list->items[list->n++] = p;
+}
+
+void ast_file_add_import(DlCompiler *cc, DlAstFile *file, AstImport imp) {
+  DL_ARENA_GROW(cc->arena, file->imports, file->nimports, file->import_cap);
+  file->imports[file->nimports++] = imp;
+}
+
 const char *dl_default_model(const DlAstFile *ast) {
   if (!ast) return NULL;
   for (int i = 0; i < ast->nblocks; i++)
@@ -132,8 +152,27 @@ static void print_expr(const AstExpr *e, FILE *out) {
       if (a->name) fprintf(out, "%s=", a->name);
       print_expr(a->value, out);
     }
+    if (e->u.call.instance) {
+      fputs(" as ", out);
+      print_expr(e->u.call.instance, out);
+    }
     fputc(')', out);
     break;
+  case AST_INDEX:
+    fputs("(index ", out);
+    print_expr(e->u.index.base, out);
+    for (int i = 0; i < e->u.index.items.n; i++) {
+      fputc(' ', out);
+      print_expr(e->u.index.items.items[i], out);
+    }
+    fputc(')', out);
+    break;
+  case AST_SLICE:
+    if (e->u.slice.lo) print_expr(e->u.slice.lo, out);
+    fputc(':', out);
+    if (e->u.slice.hi) print_expr(e->u.slice.hi, out);
+    break;
+  case AST_ELLIPSIS: fputs("...", out); break;
   }
 }
 
@@ -146,7 +185,16 @@ static void print_shape(const AstExprList *shape, FILE *out) {
   fputc(']', out);
 }
 
-static void print_stmt(const AstStmt *s, FILE *out) {
+static void print_stmts(const AstStmtList *stmts, int depth, FILE *out);
+
+static void print_exprs(const AstExprList *list, FILE *out) {
+  for (int i = 0; list && i < list->n; i++) {
+    fputc(' ', out);
+    print_expr(list->items[i], out);
+  }
+}
+
+static void print_stmt(const AstStmt *s, int depth, FILE *out) {
   switch (s->kind) {
   case AST_STMT_INPUT:
   case AST_STMT_TARGET:
@@ -169,18 +217,73 @@ static void print_stmt(const AstStmt *s, FILE *out) {
     fputc(')', out);
     break;
   case AST_STMT_OUTPUT: fprintf(out, "(output %s)", s->name); break;
+  case AST_STMT_MULTI:
+    fputs("(assign (", out);
+    for (int i = 0; i < s->names->n; i++)
+      fprintf(out, "%s%s", i ? " " : "", s->names->names[i]);
+    fputs(") ", out);
+    print_expr(s->value, out);
+    fputc(')', out);
+    break;
+  case AST_STMT_FOR:
+    fprintf(out, "(for %s ", s->name);
+    print_expr(s->value, out);
+    print_stmts(s->body, depth + 1, out);
+    fputc(')', out);
+    break;
+  case AST_STMT_RETURN:
+    fputs("(return", out);
+    print_exprs(s->values, out);
+    fputc(')', out);
+    break;
   }
+}
+
+static void print_stmts(const AstStmtList *stmts, int depth, FILE *out) {
+  for (int j = 0; stmts && j < stmts->n; j++) {
+    fprintf(out, "\n%*s", 2 * depth, "");
+    print_stmt(stmts->items[j], depth, out);
+  }
+}
+
+static void print_def_header(const AstBlock *b, FILE *out) {
+  fputs(" (", out);
+  for (int i = 0; i < b->params.n; i++) {
+    const AstParam *p = &b->params.items[i];
+    if (i) fputc(' ', out);
+    if (!p->pattern && !p->default_value) {
+      fputs(p->name, out);
+      continue;
+    }
+    fprintf(out, "(%s", p->name);
+    if (p->pattern) {
+      fputc(' ', out);
+      print_shape(p->pattern, out);
+    }
+    if (p->default_value) {
+      fputs(" = ", out);
+      print_expr(p->default_value, out);
+    }
+    fputc(')', out);
+  }
+  fputc(')', out);
 }
 
 void dl_ast_print(const DlAstFile *ast, FILE *out) {
   if (!ast) return;
+  for (int i = 0; i < ast->nimports; i++) {
+    fputs("(import ", out);
+    print_string(out, ast->imports[i].path);
+    fputs(")\n", out);
+  }
   for (int i = 0; i < ast->nblocks; i++) {
     const AstBlock *b = ast->blocks[i];
-    fprintf(out, "(%s %s", b->kind == AST_BLOCK_MODEL ? "model" : "train", b->name);
-    for (int j = 0; j < b->stmts.n; j++) {
-      fputs("\n  ", out);
-      print_stmt(b->stmts.items[j], out);
-    }
+    const char *kind = b->kind == AST_BLOCK_MODEL   ? "model"
+                       : b->kind == AST_BLOCK_TRAIN ? "train"
+                                                    : "def";
+    fprintf(out, "(%s %s", kind, b->name);
+    if (b->kind == AST_BLOCK_DEF) print_def_header(b, out);
+    print_stmts(&b->stmts, 1, out);
     fputs(")\n", out);
   }
 }

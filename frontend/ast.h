@@ -12,15 +12,18 @@
 #include "frontend.h"
 
 typedef enum AstExprKind {
-  AST_NUMBER, /* 1, .5, 1e-3 */
-  AST_NAME,   /* x */
-  AST_STRING, /* "xor.csv" */
-  AST_BOOL,   /* true, false */
-  AST_LIST,   /* [a, b, ...]: a literal tensor (or a shape) */
-  AST_NEG,    /* -a */
-  AST_BINARY, /* a op b, op one of + - * / @ ^ */
-  AST_RANGE,  /* a..b */
-  AST_CALL,   /* f(args) */
+  AST_NUMBER,   /* 1, .5, 1e-3 */
+  AST_NAME,     /* x */
+  AST_STRING,   /* "xor.csv" */
+  AST_BOOL,     /* true, false */
+  AST_LIST,     /* [a, b, ...]: a literal tensor (or a shape) */
+  AST_NEG,      /* -a */
+  AST_BINARY,   /* a op b, op one of + - * / @ ^ */
+  AST_RANGE,    /* a..b */
+  AST_CALL,     /* f(args), f(args) as inst */
+  AST_INDEX,    /* x[i, a:b, :, ...] */
+  AST_SLICE,    /* a:b inside an index (either bound may be missing) */
+  AST_ELLIPSIS, /* ... in a shape pattern or an index */
 } AstExprKind;
 
 typedef struct AstExpr AstExpr;
@@ -67,7 +70,18 @@ struct AstExpr {
     struct {
       AstExpr *callee;
       AstArgList args;
+      /* `f(x) as block[l]`: the instance the call's parameters are named
+       * after (an AST_NAME, or AST_INDEX of names and indices); NULL when
+       * the call site names it. */
+      AstExpr *instance;
     } call;
+    struct {
+      AstExpr *base;
+      AstExprList items; /* expressions, AST_SLICE and AST_ELLIPSIS */
+    } index;
+    struct {
+      AstExpr *lo, *hi; /* NULL when omitted */
+    } slice;
   } u;
 };
 
@@ -77,36 +91,78 @@ typedef enum AstStmtKind {
   AST_STMT_PARAM,  /* param NAME : [dims] (= init)? */
   AST_STMT_ASSIGN, /* NAME = expr (value NULL after a syntax error) */
   AST_STMT_OUTPUT, /* output NAME */
+  AST_STMT_MULTI,  /* NAME, NAME, ... = expr (names holds them all) */
+  AST_STMT_FOR,    /* for NAME in lo..hi { body } (value is the range) */
+  AST_STMT_RETURN, /* return expr, expr, ... (values) */
 } AstStmtKind;
+
+typedef struct AstStmtList AstStmtList;
+
+/* Names of a multiple assignment. */
+typedef struct AstNameList {
+  const char **names;
+  DlLoc *locs;
+  int n, cap;
+} AstNameList;
 
 typedef struct AstStmt {
   AstStmtKind kind;
   DlLoc loc; /* the statement's first token */
   const char *name;
   DlLoc name_loc;
-  AstExprList *shape; /* input/target/param: the dimensions */
-  AstExpr *value;     /* param initialiser (may be NULL), assigned value */
+  AstExprList *shape;  /* input/target/param: the dimensions */
+  AstExpr *value;      /* param initialiser (may be NULL), assigned value, loop range */
+  AstNameList *names;  /* AST_STMT_MULTI */
+  AstStmtList *body;   /* AST_STMT_FOR */
+  AstExprList *values; /* AST_STMT_RETURN */
 } AstStmt;
 
-typedef struct AstStmtList {
+struct AstStmtList {
   AstStmt **items;
   int n, cap;
-} AstStmtList;
+};
 
-typedef enum AstBlockKind { AST_BLOCK_MODEL, AST_BLOCK_TRAIN } AstBlockKind;
+/* One parameter of a def: `x`, `x : [N, I]`, `act = relu`. */
+typedef struct AstParam {
+  const char *name;
+  DlLoc loc;
+  AstExprList *pattern;   /* shape pattern, NULL when not annotated */
+  AstExpr *default_value; /* NULL when required */
+} AstParam;
+
+typedef struct AstParamList {
+  AstParam *items;
+  int n, cap;
+} AstParamList;
+
+typedef enum AstBlockKind { AST_BLOCK_MODEL, AST_BLOCK_TRAIN, AST_BLOCK_DEF } AstBlockKind;
 
 typedef struct AstBlock {
   AstBlockKind kind;
-  DlLoc loc; /* the `model` / `train` keyword */
+  DlLoc loc; /* the `model` / `train` / `def` keyword */
   const char *name;
   DlLoc name_loc;
+  AstParamList params; /* def only */
   AstStmtList stmts;
 } AstBlock;
 
+/* `import "path"` */
+typedef struct AstImport {
+  const char *path; /* as written */
+  DlLoc loc;        /* the string */
+} AstImport;
+
 struct DlAstFile {
   const char *path;
+  const char *real_path; /* canonical path (realpath), to load each file once */
   AstBlock **blocks;
   int nblocks, cap;
+  AstImport *imports;
+  int nimports, import_cap;
+  /* The main file only: every file loaded through imports (each once), so
+   * their defs are visible to the main file's models. */
+  struct DlAstFile **loaded;
+  int nloaded, loaded_cap;
 };
 
 /* ---- parser state, shared by the scanner and the parser ---- */
@@ -150,5 +206,14 @@ AstStmt *ast_stmt_new(DlCompiler *cc, AstStmtKind kind, DlLoc loc, const char *n
                       DlLoc name_loc);
 void ast_stmts_push(DlCompiler *cc, AstStmtList *list, AstStmt *s);
 void ast_file_add_block(DlCompiler *cc, DlAstFile *file, AstBlock *b);
+void ast_names_push(DlCompiler *cc, AstNameList *list, const char *name, DlLoc loc);
+void ast_params_push(DlCompiler *cc, AstParamList *list, AstParam p);
+void ast_file_add_import(DlCompiler *cc, DlAstFile *file, AstImport imp);
+
+/* Resolve and parse the imports of `file` (recursively), recording each
+ * loaded file in root->loaded; errors point at the import lines. */
+void nnl_load_imports(DlCompiler *cc, DlAstFile *root, DlAstFile *file);
+/* Parse one registered source (no imports). */
+DlAstFile *nnl_parse_source(DlCompiler *cc, const DlSource *src);
 
 #endif

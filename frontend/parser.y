@@ -38,6 +38,9 @@
   AstArg arg;
   AstStmt *stmt;
   AstStmtList *stmts;
+  AstNameList *names;
+  AstParamList *params;
+  AstParam param;
 }
 
 %code {
@@ -47,6 +50,13 @@ static void add_block(NnlParseState *st, AstBlockKind kind, NNL_LTYPE kw, NnlTok
                       NNL_LTYPE name_loc, AstStmtList *stmts);
 static AstStmt *decl_stmt(NnlParseState *st, AstStmtKind kind, NNL_LTYPE kw, NnlToken name,
                           NNL_LTYPE name_loc, AstExprList *shape, AstExpr *init);
+static void add_def(NnlParseState *st, NNL_LTYPE kw, NnlToken name, NNL_LTYPE name_loc,
+                    AstParamList *params, AstStmtList *body);
+static AstExpr *call_expr(NnlParseState *st, AstExpr *callee, AstArgList *args, AstExpr *instance);
+static AstExpr *index_expr(NnlParseState *st, DlLoc loc, AstExpr *base, AstExprList *items);
+static AstExpr *slice_expr(NnlParseState *st, DlLoc loc, AstExpr *lo, AstExpr *hi);
+static AstExpr *slice_step(NnlParseState *st, NNL_LTYPE colon, DlLoc loc, AstExpr *lo,
+                           AstExpr *hi);
 
 #define LOC(l) ((DlLoc){st->file, (l).first_line, (l).first_column})
 #define CC (st->cc)
@@ -54,18 +64,20 @@ static AstStmt *decl_stmt(NnlParseState *st, AstStmtKind kind, NNL_LTYPE kw, Nnl
 
 %token <tok> MODEL "'model'" TRAIN "'train'" INPUT "'input'" TARGET "'target'"
 %token <tok> PARAM "'param'" OUTPUT "'output'" TRUE "'true'" FALSE "'false'"
-/* Reserved for later versions of the language. */
-%token <tok> DEF "'def'" IMPORT "'import'" FOR "'for'" IN "'in'" RETURN "'return'"
+%token <tok> DEF "'def'" IMPORT "'import'" FOR "'for'" IN "'in'" RETURN "'return'" AS "'as'"
 %token <tok> IDENT "identifier" NUMBER "number" STRING "string" NEWLINE "end of line"
 %token <tok> LBRACE "'{'" RBRACE "'}'" LPAREN "'('" RPAREN "')'"
 %token <tok> LBRACKET "'['" RBRACKET "']'" COMMA "','" COLON "':'" SEMI "';'"
 %token <tok> ASSIGN "'='" PLUS "'+'" MINUS "'-'" STAR "'*'" SLASH "'/'" AT "'@'"
-%token <tok> CARET "'^'" DOTDOT "'..'"
+%token <tok> CARET "'^'" DOTDOT "'..'" ELLIPSIS "'...'"
 
 %nterm <stmts> body stmts
 %nterm <stmt> stmt
-%nterm <list> shape expr_list
-%nterm <expr> expr postfix primary
+%nterm <list> shape expr_list indices
+%nterm <expr> expr postfix primary index opt_as instance
+%nterm <names> names
+%nterm <params> def_params def_param_list
+%nterm <param> def_param
 %nterm <args> args
 %nterm <arg> arg
 
@@ -75,6 +87,9 @@ static AstStmt *decl_stmt(NnlParseState *st, AstStmtKind kind, NNL_LTYPE kw, Nnl
 %left STAR SLASH AT
 %precedence UMINUS
 %right CARET
+/* `f(x) as layer[i]`: the bracket belongs to the instance name. */
+%precedence AS_NAME
+%precedence LBRACKET
 
 %%
 
@@ -87,6 +102,13 @@ file
 block
   : MODEL IDENT body { add_block(st, AST_BLOCK_MODEL, @1, $2, @2, $3); yyerrok; }
   | TRAIN IDENT body { add_block(st, AST_BLOCK_TRAIN, @1, $2, @2, $3); yyerrok; }
+  | DEF IDENT LPAREN def_params RPAREN body { add_def(st, @1, $2, @2, $4, $6); yyerrok; }
+  | IMPORT STRING {
+      ast_file_add_import(CC, st->ast, (AstImport){$2.text, LOC(@2)});
+      yyerrok;
+    }
+  /* A broken import line: skip to its end. */
+  | IMPORT error term { yyerrok; }
   /* A broken block header: skip to the end of the block. */
   | error RBRACE { yyerrok; }
   ;
@@ -126,6 +148,34 @@ opt_terms
   | terms
   ;
 
+def_params
+  : %empty { $$ = dl_arena_alloc(CC->arena, sizeof(AstParamList)); }
+  | def_param_list opt_comma { $$ = $1; }
+  ;
+
+def_param_list
+  : def_param {
+      $$ = dl_arena_alloc(CC->arena, sizeof(AstParamList));
+      ast_params_push(CC, $$, $1);
+    }
+  | def_param_list COMMA def_param { $$ = $1; ast_params_push(CC, $$, $3); }
+  ;
+
+def_param
+  : IDENT { $$ = (AstParam){$1.text, LOC(@1), NULL, NULL}; }
+  | IDENT COLON shape { $$ = (AstParam){$1.text, LOC(@1), $3, NULL}; }
+  | IDENT ASSIGN expr { $$ = (AstParam){$1.text, LOC(@1), NULL, $3}; }
+  | IDENT COLON shape ASSIGN expr { $$ = (AstParam){$1.text, LOC(@1), $3, $5}; }
+  ;
+
+names
+  : IDENT {
+      $$ = dl_arena_alloc(CC->arena, sizeof(AstNameList));
+      ast_names_push(CC, $$, $1.text, LOC(@1));
+    }
+  | names COMMA IDENT { $$ = $1; ast_names_push(CC, $$, $3.text, LOC(@3)); }
+  ;
+
 stmt
   : INPUT IDENT COLON shape { $$ = decl_stmt(st, AST_STMT_INPUT, @1, $2, @2, $4, NULL); }
   | TARGET IDENT COLON shape { $$ = decl_stmt(st, AST_STMT_TARGET, @1, $2, @2, $4, NULL); }
@@ -137,6 +187,21 @@ stmt
   | IDENT ASSIGN expr { $$ = decl_stmt(st, AST_STMT_ASSIGN, @1, $1, @1, NULL, $3); }
   /* Keep the name defined (without a value) so its uses do not add errors. */
   | IDENT ASSIGN error { $$ = decl_stmt(st, AST_STMT_ASSIGN, @1, $1, @1, NULL, NULL); }
+  | IDENT COMMA names ASSIGN expr {
+      $$ = decl_stmt(st, AST_STMT_MULTI, @1, $1, @1, NULL, $5);
+      $$->names = dl_arena_alloc(CC->arena, sizeof(AstNameList));
+      ast_names_push(CC, $$->names, $1.text, LOC(@1));
+      for (int i = 0; i < $3->n; i++)
+        ast_names_push(CC, $$->names, $3->names[i], $3->locs[i]);
+    }
+  | FOR IDENT IN expr body {
+      $$ = decl_stmt(st, AST_STMT_FOR, @1, $2, @2, NULL, $4);
+      $$->body = $5;
+    }
+  | RETURN expr_list {
+      $$ = ast_stmt_new(CC, AST_STMT_RETURN, LOC(@1), "return", LOC(@1));
+      $$->values = $2;
+    }
   | error { $$ = NULL; }
   ;
 
@@ -180,15 +245,46 @@ expr
 
 postfix
   : primary
-  | postfix LPAREN RPAREN {
-      $$ = ast_expr_new(CC, AST_CALL, $1->loc);
-      $$->u.call.callee = $1;
+  | postfix LPAREN RPAREN opt_as { $$ = call_expr(st, $1, NULL, $4); }
+  | postfix LPAREN args opt_comma RPAREN opt_as { $$ = call_expr(st, $1, $3, $6); }
+  | postfix LBRACKET indices opt_comma RBRACKET { $$ = index_expr(st, LOC(@2), $1, $3); }
+  ;
+
+opt_as
+  : %empty { $$ = NULL; }
+  | AS instance %prec AS_NAME { $$ = $2; }
+  ;
+
+/* An instance name: `cell`, `layer[l]`, `block[i][j]`. */
+instance
+  : IDENT { $$ = ast_name(CC, LOC(@1), $1.text); }
+  | instance LBRACKET expr RBRACKET {
+      AstExprList items = {0};
+      ast_list_push(CC, &items, $3);
+      $$ = index_expr(st, LOC(@2), $1, &items);
     }
-  | postfix LPAREN args opt_comma RPAREN {
-      $$ = ast_expr_new(CC, AST_CALL, $1->loc);
-      $$->u.call.callee = $1;
-      $$->u.call.args = *$3;
+  ;
+
+indices
+  : index {
+      $$ = dl_arena_alloc(CC->arena, sizeof(AstExprList));
+      ast_list_push(CC, $$, $1);
     }
+  | indices COMMA index { $$ = $1; ast_list_push(CC, $$, $3); }
+  ;
+
+/* One index: a position, a slice lo:hi (either end may be left out), or
+ * `...` (a primary, so shape patterns can use it too). */
+index
+  : expr
+  | COLON { $$ = slice_expr(st, LOC(@1), NULL, NULL); }
+  | COLON expr { $$ = slice_expr(st, LOC(@1), NULL, $2); }
+  | expr COLON { $$ = slice_expr(st, $1->loc, $1, NULL); }
+  | expr COLON expr { $$ = slice_expr(st, $1->loc, $1, $3); }
+  /* Steps are not part of the language: say so rather than "unexpected". */
+  | expr COLON expr COLON expr { $$ = slice_step(st, @4, $1->loc, $1, $3); }
+  | expr COLON COLON expr { $$ = slice_step(st, @3, $1->loc, $1, NULL); }
+  | COLON COLON expr { $$ = slice_step(st, @2, LOC(@1), NULL, NULL); }
   ;
 
 args
@@ -225,6 +321,7 @@ primary
       $$->u.list = *$2;
     }
   | LPAREN expr RPAREN { $$ = $2; }
+  | ELLIPSIS { $$ = ast_expr_new(CC, AST_ELLIPSIS, LOC(@1)); }
   ;
 
 %%
@@ -246,6 +343,41 @@ static void add_block(NnlParseState *st, AstBlockKind kind, NNL_LTYPE kw, NnlTok
   b->name_loc = LOC(name_loc);
   b->stmts = *stmts;
   ast_file_add_block(st->cc, st->ast, b);
+}
+
+static void add_def(NnlParseState *st, NNL_LTYPE kw, NnlToken name, NNL_LTYPE name_loc,
+                    AstParamList *params, AstStmtList *body) {
+  add_block(st, AST_BLOCK_DEF, kw, name, name_loc, body);
+  st->ast->blocks[st->ast->nblocks - 1]->params = *params;
+}
+
+static AstExpr *call_expr(NnlParseState *st, AstExpr *callee, AstArgList *args, AstExpr *instance) {
+  AstExpr *e = ast_expr_new(st->cc, AST_CALL, callee->loc);
+  e->u.call.callee = callee;
+  if (args)
+    e->u.call.args = *args;
+  e->u.call.instance = instance;
+  return e;
+}
+
+static AstExpr *index_expr(NnlParseState *st, DlLoc loc, AstExpr *base, AstExprList *items) {
+  AstExpr *e = ast_expr_new(st->cc, AST_INDEX, loc);
+  e->u.index.base = base;
+  e->u.index.items = *items;
+  return e;
+}
+
+static AstExpr *slice_expr(NnlParseState *st, DlLoc loc, AstExpr *lo, AstExpr *hi) {
+  AstExpr *e = ast_expr_new(st->cc, AST_SLICE, loc);
+  e->u.slice.lo = lo;
+  e->u.slice.hi = hi;
+  return e;
+}
+
+static AstExpr *slice_step(NnlParseState *st, NNL_LTYPE colon, DlLoc loc, AstExpr *lo,
+                           AstExpr *hi) {
+  dl_error(st->cc, LOC(colon), "slices have no step: write lo:hi");
+  return slice_expr(st, loc, lo, hi);
 }
 
 static AstStmt *decl_stmt(NnlParseState *st, AstStmtKind kind, NNL_LTYPE kw, NnlToken name,
@@ -272,6 +404,7 @@ static bool starts_expression(yysymbol_kind_t k) {
   case YYSYMBOL_LBRACKET:
   case YYSYMBOL_LPAREN:
   case YYSYMBOL_MINUS:
+  case YYSYMBOL_ELLIPSIS:
     return true;
   default:
     return false;
@@ -280,7 +413,7 @@ static bool starts_expression(yysymbol_kind_t k) {
 
 static bool starts_statement(yysymbol_kind_t k) {
   return k == YYSYMBOL_INPUT || k == YYSYMBOL_TARGET || k == YYSYMBOL_PARAM ||
-         k == YYSYMBOL_OUTPUT || k == YYSYMBOL_IDENT;
+         k == YYSYMBOL_OUTPUT || k == YYSYMBOL_IDENT || k == YYSYMBOL_FOR || k == YYSYMBOL_RETURN;
 }
 
 static bool is_binary_operator(yysymbol_kind_t k) {
@@ -360,7 +493,7 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, NnlPars
 
 bool nnl_parse_tokens(NnlParseState *st, void *scanner) { return nnl_parse(scanner, st) == 0; }
 
-static DlAstFile *parse_source(DlCompiler *cc, const DlSource *src) {
+DlAstFile *nnl_parse_source(DlCompiler *cc, const DlSource *src) {
   DlAstFile *ast = dl_arena_alloc(cc->arena, sizeof *ast);
   ast->path = src->path;
   NnlParseState st = {.cc = cc, .file = src->path, .ast = ast};
@@ -378,10 +511,14 @@ DlAstFile *dl_parse_file(DlCompiler *cc, const char *path) {
   const DlSource *src = dl_source_load(cc, path, DL_NOLOC);
   if (!src)
     return NULL;
-  return parse_source(cc, src);
+  DlAstFile *ast = nnl_parse_source(cc, src);
+  nnl_load_imports(cc, ast, ast);
+  return ast;
 }
 
 DlAstFile *dl_parse_string(DlCompiler *cc, const char *name, const char *text) {
   const DlSource *src = dl_source_add(cc, name, text, strlen(text));
-  return parse_source(cc, src);
+  DlAstFile *ast = nnl_parse_source(cc, src);
+  nnl_load_imports(cc, ast, ast);
+  return ast;
 }

@@ -78,6 +78,10 @@ typedef struct DlCompiler {
   int max_errors; /* stop recording after this many errors (0 = 20) */
   DlSource *sources;
   int nsources, source_cap;
+  /* Directories `import "..."` searches after the importing file's own
+   * (frontend: dl_frontend_add_import_dir). */
+  const char **import_dirs;
+  int nimport_dirs, import_dir_cap;
 } DlCompiler;
 
 DlCompiler *dl_compiler_new(void);

@@ -27,6 +27,9 @@ bool dlrt_all_binary(const float *values, int64_t count);
  * first run when the context wants more than one thread). */
 void dlrt_call_entry(DlrtContext *ctx, DlrtEntryFn entry, int64_t n);
 
+/* Floats of all parameters together (the size of DlrtContext.best). */
+int64_t dlrt_param_floats(const DlrtProgram *prog);
+
 /* "[2,4]" or "[N,3]" into buf (always NUL-terminated); returns buf. */
 const char *dlrt_format_dims(char *buf, size_t size, const int64_t *dims, int rank);
 

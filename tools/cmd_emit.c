@@ -59,9 +59,11 @@ int cmd_emit(int argc, char **argv) {
   /* Drop the kind so the common parser sees "emit FILE [options]". */
   argv[1] = argv[0];
   DriverOptions o;
-  int rc = parse_command_args(&o, argc - 1, argv + 1,
-                              "-o --model --arch --batch --lr --stage --no-fuse -O0 -O1 -O2 -O3",
-                              emit_help);
+  int rc =
+      parse_command_args(&o, argc - 1, argv + 1,
+                         "-o --model --arch --batch --lr --optimizer --momentum --weight-decay "
+                         "--clip --stage --no-fuse -O0 -O1 -O2 -O3",
+                         emit_help);
   if (rc) return rc == 2 ? 0 : 1;
 
   FILE *out = stdout;
