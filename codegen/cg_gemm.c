@@ -457,6 +457,7 @@ static void set_fn_attrs(Cg *cg, LLVMValueRef fn, unsigned noalias_params) {
 
 /* The parameters of the GEMM function, in order. */
 enum { GP_C, GP_A, GP_B, GP_M, GP_K, GP_P, GP_LDC, GP_AI, GP_AK, GP_BK, GP_BJ, GP_ACC, GP_COUNT };
+_Static_assert(GP_COUNT == CG_GEMM_NARGS, "cg_gemm_strided's arguments");
 
 /* void <prefix>_gemm(float *c, float *a, float *b, i64 m, i64 k, i64 p,
  *                    i64 ldc, i64 a_i, i64 a_k, i64 b_k, i64 b_j, i1 acc):
@@ -590,6 +591,14 @@ LLVMValueRef cg_entry_alloca(Cg *cg, LLVMTypeRef type, const char *name) {
   return slot;
 }
 
+void cg_gemm_strided(Cg *cg, const LLVMValueRef ops[CG_GEMM_NARGS]) {
+  LLVMValueRef gemm = gemm_function(cg);
+  LLVMValueRef args[GP_COUNT];
+  for (int i = 0; i < GP_COUNT; i++)
+    args[i] = ops[i];
+  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, GP_COUNT, "");
+}
+
 void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b,
                   LLVMValueRef m, LLVMValueRef k, LLVMValueRef p, LLVMValueRef pool) {
   LLVMBuilderRef bld = cg->b;
@@ -644,8 +653,8 @@ void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVM
   }
   LLVMValueRef pf = cg_parallel_for(cg);
   /* One range per thread: each range packs a whole operand again. */
-  LLVMValueRef pargs[5] = {pool, blocks, LLVMConstInt(cg->t_i32, 1, false),
-                           gemm_task_function(cg), block};
+  LLVMValueRef pargs[5] = {pool, blocks, LLVMConstInt(cg->t_i32, 1, false), gemm_task_function(cg),
+                           block};
   LLVMBuildCall2(bld, LLVMGlobalGetValueType(pf), pf, pargs, 5, "");
   if_else(&g, &split);
   LLVMBuildCall2(bld, LLVMGlobalGetValueType(gemm), gemm, args, GP_COUNT, "");

@@ -65,6 +65,13 @@ bool cg_emit_kernel(Cg *cg, int k);
 void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b,
                   LLVMValueRef m, LLVMValueRef k, LLVMValueRef p, LLVMValueRef pool);
 
+/* A call of the GEMM on this thread with explicit strides:
+ *   C[i ldc + j] (+)= sum over k of A[i a_i + k a_k] B[k b_k + j b_j]
+ * ops: c, a, b (float pointers), m, k, p, ldc, a_i, a_k, b_k, b_j (i64),
+ * accumulate (i1: add to C instead of overwriting it). */
+#define CG_GEMM_NARGS 12
+void cg_gemm_strided(Cg *cg, const LLVMValueRef ops[CG_GEMM_NARGS]);
+
 /* The declaration of the runtime's dlrt_parallel_for(pool, count,
  * per_thread, fn, arg) in the module. */
 LLVMValueRef cg_parallel_for(Cg *cg);

@@ -113,7 +113,7 @@ typedef struct CgFn {
   DlNodeId op_node[DL_KERNEL_MAX_OPERANDS];
   LLVMValueRef op_ptr[DL_KERNEL_MAX_OPERANDS];
   LLVMValueRef op_const[DL_KERNEL_MAX_OPERANDS];
-  bool op_ew[DL_KERNEL_MAX_OPERANDS]; /* read elementwise by a node of the kernel */
+  bool op_ew[DL_KERNEL_MAX_OPERANDS];   /* read elementwise by a node of the kernel */
   int op_param[DL_KERNEL_MAX_OPERANDS]; /* its buffer's parameter (0: out), or -1 */
   int nbufs;                            /* buffer parameters: out and the inputs */
   LLVMValueRef buf[1 + DL_KERNEL_MAX_OPERANDS];
@@ -304,10 +304,47 @@ static LLVMValueRef select_(CgFn *f, LLVMValueRef c, LLVMValueRef a, LLVMValueRe
   return LLVMBuildSelect(f->cg->b, c, a, b, "");
 }
 
+/* exp on the CPU, as straight-line arithmetic that vectorises (llvm.exp
+ * becomes one libm call per lane, and a softmax kernel of 16-lane calls is
+ * slow and 2,000 instructions long): Cody-Waite reduction x = n ln2 + r with
+ * |r| <= ln2/2, Cephes' degree-6 polynomial for e^r (about 1 ulp), and 2^n
+ * built in the exponent bits, as two factors so that n from -150 to 128
+ * gives denormals, zero and infinity where expf does.  NaN stays NaN. */
+static LLVMValueRef cpu_exp(CgFn *f, LLVMValueRef x) {
+  Cg *cg = f->cg;
+  LLVMBuilderRef b = cg->b;
+  LLVMValueRef lo = f32c(cg, -104.0), hi = f32c(cg, 89.0);
+  LLVMValueRef xc = select_(f, fcmp(f, LLVMRealOLT, x, lo), lo, x);
+  xc = select_(f, fcmp(f, LLVMRealOGT, xc, hi), hi, xc);
+  LLVMValueRef fx = f32_intr1(f, "llvm.floor",
+                              f_add(f, f_mul(f, xc, f32c(cg, 1.44269504088896341)), f32c(cg, 0.5)));
+  LLVMValueRef r = f_sub(f, xc, f_mul(f, fx, f32c(cg, 0.693359375)));
+  r = f_sub(f, r, f_mul(f, fx, f32c(cg, -2.12194440e-4)));
+  static const double P[6] = {1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3,
+                              4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1};
+  LLVMValueRef y = f32c(cg, P[0]);
+  for (int i = 1; i < 6; i++)
+    y = f_add(f, f_mul(f, y, r), f32c(cg, P[i]));
+  y = f_add(f, f_add(f, f_mul(f, f_mul(f, y, r), r), r), f32c(cg, 1.0));
+  LLVMValueRef n = LLVMBuildFPToSI(b, fx, cg->t_i32, "");
+  LLVMValueRef n1 = LLVMBuildAShr(b, n, LLVMConstInt(cg->t_i32, 1, false), "");
+  LLVMValueRef n2 = LLVMBuildSub(b, n, n1, "");
+  LLVMValueRef scale[2];
+  LLVMValueRef ns[2] = {n1, n2};
+  for (int i = 0; i < 2; i++)
+    scale[i] = LLVMBuildBitCast(
+        b,
+        LLVMBuildShl(b, LLVMBuildAdd(b, ns[i], LLVMConstInt(cg->t_i32, 127, false), ""),
+                     LLVMConstInt(cg->t_i32, 23, false), ""),
+        cg->t_f32, "");
+  LLVMValueRef v = f_mul(f, f_mul(f, y, scale[0]), scale[1]);
+  return select_(f, fcmp(f, LLVMRealUNO, x, x), x, v);
+}
+
 /* NVPTX has no libm (libdevice is not available): exp and log are built from
  * exp2 and log2. */
 static LLVMValueRef m_exp(CgFn *f, LLVMValueRef x) {
-  if (!on_gpu(f)) return f32_intr1(f, "llvm.exp", x);
+  if (!on_gpu(f)) return cpu_exp(f, x);
   return m_exp2(f, f_mul(f, x, f32c(f->cg, 1.4426950408889634))); /* log2(e) */
 }
 
@@ -694,8 +731,8 @@ static void begin_part(CgFn *f, CgFn *part, LLVMValueRef *range) {
   for (int i = 0; i < 3; i++)
     params[f->nbufs + i] = cg->t_i64;
   const char *name = dl_arena_printf(cg->cc->arena, "%s_part", LLVMGetValueName(f->fn));
-  LLVMValueRef fn = LLVMAddFunction(cg->mod, name,
-                                    LLVMFunctionType(cg->t_void, params, (unsigned)f->nbufs + 3, 0));
+  LLVMValueRef fn = LLVMAddFunction(
+      cg->mod, name, LLVMFunctionType(cg->t_void, params, (unsigned)f->nbufs + 3, 0));
   /* The kernel's attributes (noalias buffers, target CPU, internal). */
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   unsigned nattr = LLVMGetAttributeCountAtIndex(f->fn, LLVMAttributeFunctionIndex);
@@ -725,6 +762,10 @@ static void begin_part(CgFn *f, CgFn *part, LLVMValueRef *range) {
   range[1] = LLVMGetParam(fn, (unsigned)f->nbufs + 2);
   for (int j = 0; j < f->nops; j++)
     if (f->op_param[j] >= 0) part->op_ptr[j] = part->buf[f->op_param[j]];
+  for (int i = 0; i < f->nin; i++) {
+    int j = operand_index(f, f->node->in[i]);
+    if (j >= 0 && part->op_ptr[j]) part->in[i] = part->op_ptr[j];
+  }
   part->entry_bb = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
   LLVMPositionBuilderAtEnd(cg->b, part->entry_bb);
 }
@@ -735,23 +776,63 @@ static LLVMValueRef part_trampoline(CgFn *f, LLVMValueRef part, LLVMTypeRef args
   Cg *cg = f->cg;
   LLVMTypeRef params[3] = {cg->t_ptr, cg->t_i64, cg->t_i64};
   const char *name = dl_arena_printf(cg->cc->arena, "%s_task", LLVMGetValueName(part));
-  LLVMValueRef fn =
-      LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 3, false));
+  LLVMValueRef fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 3, false));
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   add_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
   LLVMBuilderRef b = LLVMCreateBuilderInContext(cg->ctx);
   LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
   LLVMValueRef call[DL_KERNEL_MAX_OPERANDS + 4];
   for (int i = 0; i <= f->nbufs; i++)
-    call[i] = LLVMBuildLoad2(b, LLVMStructGetTypeAtIndex(args_ty, (unsigned)i),
-                             LLVMBuildStructGEP2(b, args_ty, LLVMGetParam(fn, 0), (unsigned)i, ""),
-                             "");
+    call[i] =
+        LLVMBuildLoad2(b, LLVMStructGetTypeAtIndex(args_ty, (unsigned)i),
+                       LLVMBuildStructGEP2(b, args_ty, LLVMGetParam(fn, 0), (unsigned)i, ""), "");
   call[f->nbufs + 1] = LLVMGetParam(fn, 1);
   call[f->nbufs + 2] = LLVMGetParam(fn, 2);
   LLVMBuildCall2(b, LLVMGlobalGetValueType(part), part, call, (unsigned)f->nbufs + 3, "");
   LLVMBuildRetVoid(b);
   LLVMDisposeBuilder(b);
   return fn;
+}
+
+/* In the kernel f: part(bufs..., n, 0, count) on the pool's threads when
+ * there is a pool (and, with `size` given, when it is at least
+ * CG_MAP_PARALLEL_ELEMS), else on this one. */
+static void part_dispatch(CgFn *f, LLVMValueRef part, LLVMValueRef count, LLVMValueRef size,
+                          int per_thread) {
+  Cg *cg = f->cg;
+  LLVMTypeRef fields[DL_KERNEL_MAX_OPERANDS + 2];
+  for (int i = 0; i < f->nbufs; i++)
+    fields[i] = cg->t_ptr;
+  fields[f->nbufs] = cg->t_i64;
+  LLVMTypeRef args_ty = LLVMStructTypeInContext(cg->ctx, fields, (unsigned)f->nbufs + 1, false);
+  LLVMValueRef share = LLVMBuildIsNotNull(cg->b, f->pool, "");
+  if (size)
+    share = LLVMBuildAnd(cg->b, share, icmp(f, LLVMIntSGE, size, i64c(cg, CG_MAP_PARALLEL_ELEMS)),
+                         "share");
+  LLVMBasicBlockRef pool_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "pool");
+  LLVMBasicBlockRef here_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "here");
+  LLVMBasicBlockRef done_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "done");
+  LLVMBuildCondBr(cg->b, share, pool_bb, here_bb);
+  LLVMPositionBuilderAtEnd(cg->b, pool_bb);
+  LLVMValueRef args = cg_entry_alloca(cg, args_ty, "part_args");
+  for (int i = 0; i <= f->nbufs; i++)
+    LLVMBuildStore(cg->b, i < f->nbufs ? f->buf[i] : f->n,
+                   LLVMBuildStructGEP2(cg->b, args_ty, args, (unsigned)i, ""));
+  LLVMValueRef pf = cg_parallel_for(cg);
+  LLVMValueRef pargs[5] = {f->pool, count, LLVMConstInt(cg->t_i32, (unsigned)per_thread, 0),
+                           part_trampoline(f, part, args_ty), args};
+  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(pf), pf, pargs, 5, "");
+  LLVMBuildBr(cg->b, done_bb);
+  LLVMPositionBuilderAtEnd(cg->b, here_bb);
+  LLVMValueRef call[DL_KERNEL_MAX_OPERANDS + 4];
+  for (int i = 0; i < f->nbufs; i++)
+    call[i] = f->buf[i];
+  call[f->nbufs] = f->n;
+  call[f->nbufs + 1] = i64c(cg, 0);
+  call[f->nbufs + 2] = count;
+  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(part), part, call, (unsigned)f->nbufs + 3, "");
+  LLVMBuildBr(cg->b, done_bb);
+  LLVMPositionBuilderAtEnd(cg->b, done_bb);
 }
 
 static bool emit_map_parallel(CgFn *f, MapCtx *m) {
@@ -769,43 +850,9 @@ static bool emit_map_parallel(CgFn *f, MapCtx *m) {
   nest_level(&part, &nest, 0, off, map_body, m, range);
   LLVMBuildRetVoid(cg->b);
 
-  /* The kernel: hand the outermost loop to the pool, or run it here. */
   LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
-  LLVMTypeRef fields[DL_KERNEL_MAX_OPERANDS + 2];
-  for (int i = 0; i < f->nbufs; i++)
-    fields[i] = cg->t_ptr;
-  fields[f->nbufs] = cg->t_i64;
-  LLVMTypeRef args_ty = LLVMStructTypeInContext(cg->ctx, fields, (unsigned)f->nbufs + 1, false);
-  LLVMValueRef outer = sym_value(f, nest.dim[0]);
-  LLVMValueRef numel = sym_value(f, shape_numel(&f->node->shape));
-  LLVMValueRef share = LLVMBuildAnd(
-      cg->b, LLVMBuildIsNotNull(cg->b, f->pool, ""),
-      icmp(f, LLVMIntSGE, numel, i64c(cg, CG_MAP_PARALLEL_ELEMS)), "share");
-  LLVMBasicBlockRef pool_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "pool");
-  LLVMBasicBlockRef here_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "here");
-  LLVMBasicBlockRef done_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "done");
-  LLVMBuildCondBr(cg->b, share, pool_bb, here_bb);
-  LLVMPositionBuilderAtEnd(cg->b, pool_bb);
-  LLVMValueRef args = cg_entry_alloca(cg, args_ty, "map_args");
-  for (int i = 0; i <= f->nbufs; i++)
-    LLVMBuildStore(cg->b, i < f->nbufs ? f->buf[i] : f->n,
-                   LLVMBuildStructGEP2(cg->b, args_ty, args, (unsigned)i, ""));
-  LLVMValueRef pf = cg_parallel_for(cg);
-  LLVMValueRef pargs[5] = {f->pool, outer, LLVMConstInt(cg->t_i32, CG_MAP_RANGES_PER_THREAD, 0),
-                           part_trampoline(f, part.fn, args_ty), args};
-  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(pf), pf, pargs, 5, "");
-  LLVMBuildBr(cg->b, done_bb);
-  LLVMPositionBuilderAtEnd(cg->b, here_bb);
-  LLVMValueRef call[DL_KERNEL_MAX_OPERANDS + 4];
-  for (int i = 0; i < f->nbufs; i++)
-    call[i] = f->buf[i];
-  call[f->nbufs] = f->n;
-  call[f->nbufs + 1] = i64c(cg, 0);
-  call[f->nbufs + 2] = outer;
-  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(part.fn), part.fn, call, (unsigned)f->nbufs + 3,
-                 "");
-  LLVMBuildBr(cg->b, done_bb);
-  LLVMPositionBuilderAtEnd(cg->b, done_bb);
+  part_dispatch(f, part.fn, sym_value(f, nest.dim[0]), sym_value(f, shape_numel(&f->node->shape)),
+                CG_MAP_RANGES_PER_THREAD);
   return true;
 }
 
@@ -1012,10 +1059,17 @@ static LLVMValueRef reduce_input(CgFn *f, ReduceCtx *r, LLVMValueRef *off) {
   return fused_value(f, &r->fu, f->node->in[0]);
 }
 
+/* CPU: out[point's output] op= input.  A sum may be reassociated: where the
+ * reduced axis is the innermost one, LLVM then keeps partial sums in vector
+ * lanes instead of waiting for each addition in turn (the interpreter adds
+ * in order; the two agree to float rounding, and the code's own order is
+ * fixed, so runs and thread counts agree bit for bit). */
 static void accumulate_body(CgFn *f, LLVMValueRef *off, void *user) {
   ReduceCtx *r = user;
   LLVMValueRef x = reduce_input(f, r, off);
-  store_f32(f, reduce_step(f, r, load_f32(f, f->out, off[0]), x), f->out, off[0]);
+  LLVMValueRef v = reduce_step(f, r, load_f32(f, f->out, off[0]), x);
+  if (!r->max) LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc);
+  store_f32(f, v, f->out, off[0]);
 }
 
 static void divide_body(CgFn *f, LLVMValueRef *off, void *user) {
@@ -1126,8 +1180,9 @@ static LLVMValueRef row_max(CgFn *f, LLVMValueRef base, LLVMValueRef len) {
   CgLoop l;
   LLVMValueRef j = loop_begin(f, &l, i64c(cg, 0), len, "j");
   LLVMValueRef x = load_f32(f, f->in[0], idx_add(f, base, j));
-  LLVMValueRef cur = slot_get(f, mx);
-  slot_set(f, mx, select_(f, fcmp(f, LLVMRealOGT, x, cur), x, cur));
+  /* maxnum, which ignores a NaN operand as the interpreter's "greater
+   * only" does, and which LLVM vectorises as a reduction. */
+  slot_set(f, mx, f32_intr2(f, "llvm.maxnum", slot_get(f, mx), x));
   loop_end(f, &l, i64c(cg, 1));
   return slot_get(f, mx);
 }
@@ -1144,7 +1199,10 @@ static LLVMValueRef row_expsum(CgFn *f, LLVMValueRef base, LLVMValueRef len, LLV
   LLVMValueRef o = idx_add(f, base, j);
   LLVMValueRef e = m_exp(f, f_sub(f, load_f32(f, f->in[0], o), mx));
   if (store) store_f32(f, e, f->out, o);
-  slot_set(f, sum, f_add(f, slot_get(f, sum), e));
+  /* Reassociable, so that it vectorises (partial sums per lane). */
+  LLVMValueRef v = f_add(f, slot_get(f, sum), e);
+  LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc);
+  slot_set(f, sum, v);
   loop_end(f, &l, i64c(cg, 1));
   return slot_get(f, sum);
 }
@@ -1648,6 +1706,180 @@ static void conv_gpu_grad_filter(CgFn *f, LLVMValueRef *off, void *user) {
   store_f32(f, slot_get(f, acc), f->out, off[0]);
 }
 
+/* ---- convolution through the GEMM (CPU) ------------------------------------------
+ *
+ * Per sample, the taps of every output position become the columns of a
+ * matrix (im2col): cols[(c, ki, kj), (i, j)] = x[c, i sh + ki - ph, j sw +
+ * kj - pw], zero where the tap falls in the padding.  Then
+ *   conv2d       y_s  [O, OH OW]   = w [O, C KH KW] @ cols
+ *   grad_input   dcols [C KH KW, OH OW] = w^T @ dy_s, and col2im adds each
+ *                column back onto the input positions its taps read
+ *   grad_filter  dw [O, C KH KW]  += dy_s @ cols^T, sample after sample
+ * so nearly all the work is the packed GEMM.  cols lives on the stack of the
+ * thread working on the sample (CG_CONV_COLS_MAX floats at most; larger
+ * convolutions keep the direct loops).  The forward convolution and the
+ * input gradient give each sample to one thread; the filter gradient adds
+ * the samples in order on one thread, so every thread count gives the same
+ * bits. */
+#define CG_CONV_COLS_MAX (1 << 18)
+
+static int64_t conv_rows(const ConvCtx *c) {
+  return c->C * c->KH * c->KW;
+}
+
+static LLVMValueRef conv_cols_buffer(CgFn *f, const ConvCtx *c) {
+  Cg *cg = f->cg;
+  LLVMValueRef buf = cg_entry_alloca(
+      cg, LLVMArrayType2(cg->t_f32, (uint64_t)(conv_rows(c) * c->OH * c->OW)), "cols");
+  LLVMSetAlignment(buf, 64);
+  return buf;
+}
+
+static void fill_range(CgFn *f, LLVMValueRef base, LLVMValueRef lo, LLVMValueRef hi,
+                       LLVMValueRef v) {
+  CgLoop l;
+  LLVMValueRef j = loop_begin(f, &l, lo, hi, "z");
+  store_f32(f, v, base, j);
+  loop_end(f, &l, i64c(f->cg, 1));
+}
+
+/* cols = im2col(x), x the sample's [C, H, W]. */
+static void im2col(CgFn *f, const ConvCtx *c, LLVMValueRef x, LLVMValueRef cols) {
+  Cg *cg = f->cg;
+  LLVMValueRef zero = f32c(cg, 0.0), ow = i64c(cg, c->OW);
+  CgLoop lc, lki, lkj, li, lj;
+  LLVMValueRef ch = loop_begin(f, &lc, i64c(cg, 0), i64c(cg, c->C), "c");
+  LLVMValueRef ki = loop_begin(f, &lki, i64c(cg, 0), i64c(cg, c->KH), "ki");
+  LLVMValueRef ilo, ihi, jlo, jhi;
+  out_range(f, ki, c->ph, c->sh, c->H, c->OH, &ilo, &ihi);
+  LLVMValueRef kj = loop_begin(f, &lkj, i64c(cg, 0), i64c(cg, c->KW), "kj");
+  out_range(f, kj, c->pw, c->sw, c->W, c->OW, &jlo, &jhi);
+  LLVMValueRef r =
+      idx_add(f, idx_mul(f, idx_add(f, idx_mul(f, ch, i64c(cg, c->KH)), ki), i64c(cg, c->KW)), kj);
+  LLVMValueRef i = loop_begin(f, &li, i64c(cg, 0), i64c(cg, c->OH), "i");
+  LLVMValueRef row =
+      elem_ptr(f, cols, idx_mul(f, idx_add(f, idx_mul(f, r, i64c(cg, c->OH)), i), ow));
+  LLVMValueRef inside =
+      LLVMBuildAnd(cg->b, icmp(f, LLVMIntSGE, i, ilo), icmp(f, LLVMIntSLT, i, ihi), "");
+  LLVMValueRef lo = select_(f, inside, jlo, ow), hi = select_(f, inside, jhi, ow);
+  LLVMValueRef h = in_coord(f, i, c->sh, ki, c->ph);
+  LLVMValueRef xrow =
+      elem_ptr(f, x, idx_mul(f, idx_add(f, idx_mul(f, ch, i64c(cg, c->H)), h), i64c(cg, c->W)));
+  fill_range(f, row, i64c(cg, 0), lo, zero);
+  LLVMValueRef j = loop_begin(f, &lj, lo, hi, "j");
+  store_f32(f, load_f32(f, xrow, in_coord(f, j, c->sw, kj, c->pw)), row, j);
+  loop_end(f, &lj, i64c(cg, 1));
+  fill_range(f, row, hi, ow, zero);
+  loop_end(f, &li, i64c(cg, 1));
+  loop_end(f, &lkj, i64c(cg, 1));
+  loop_end(f, &lki, i64c(cg, 1));
+  loop_end(f, &lc, i64c(cg, 1));
+}
+
+/* dx += col2im(cols), dx the sample's [C, H, W]. */
+static void col2im(CgFn *f, const ConvCtx *c, LLVMValueRef cols, LLVMValueRef dx) {
+  Cg *cg = f->cg;
+  CgLoop lc, lki, lkj, li, lj;
+  LLVMValueRef ch = loop_begin(f, &lc, i64c(cg, 0), i64c(cg, c->C), "c");
+  LLVMValueRef ki = loop_begin(f, &lki, i64c(cg, 0), i64c(cg, c->KH), "ki");
+  LLVMValueRef ilo, ihi, jlo, jhi;
+  out_range(f, ki, c->ph, c->sh, c->H, c->OH, &ilo, &ihi);
+  LLVMValueRef kj = loop_begin(f, &lkj, i64c(cg, 0), i64c(cg, c->KW), "kj");
+  out_range(f, kj, c->pw, c->sw, c->W, c->OW, &jlo, &jhi);
+  LLVMValueRef r =
+      idx_add(f, idx_mul(f, idx_add(f, idx_mul(f, ch, i64c(cg, c->KH)), ki), i64c(cg, c->KW)), kj);
+  LLVMValueRef i = loop_begin(f, &li, ilo, ihi, "i");
+  LLVMValueRef row =
+      elem_ptr(f, cols, idx_mul(f, idx_add(f, idx_mul(f, r, i64c(cg, c->OH)), i), i64c(cg, c->OW)));
+  LLVMValueRef h = in_coord(f, i, c->sh, ki, c->ph);
+  LLVMValueRef xrow =
+      elem_ptr(f, dx, idx_mul(f, idx_add(f, idx_mul(f, ch, i64c(cg, c->H)), h), i64c(cg, c->W)));
+  LLVMValueRef j = loop_begin(f, &lj, jlo, jhi, "j");
+  LLVMValueRef at = in_coord(f, j, c->sw, kj, c->pw);
+  store_f32(f, f_add(f, load_f32(f, xrow, at), load_f32(f, row, j)), xrow, at);
+  loop_end(f, &lj, i64c(cg, 1));
+  loop_end(f, &li, i64c(cg, 1));
+  loop_end(f, &lkj, i64c(cg, 1));
+  loop_end(f, &lki, i64c(cg, 1));
+  loop_end(f, &lc, i64c(cg, 1));
+}
+
+static void conv_gemm(CgFn *f, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, int64_t m, int64_t k,
+                      int64_t p, int64_t ldc, int64_t a_i, int64_t a_k, int64_t b_k, int64_t b_j,
+                      bool acc) {
+  Cg *cg = f->cg;
+  LLVMValueRef ops[CG_GEMM_NARGS] = {c,
+                                     a,
+                                     b,
+                                     i64c(cg, m),
+                                     i64c(cg, k),
+                                     i64c(cg, p),
+                                     i64c(cg, ldc),
+                                     i64c(cg, a_i),
+                                     i64c(cg, a_k),
+                                     i64c(cg, b_k),
+                                     i64c(cg, b_j),
+                                     LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), acc, false)};
+  cg_gemm_strided(cg, ops);
+}
+
+/* Samples [s0, s1) of conv2d or its input gradient. */
+static void conv_gemm_samples(CgFn *f, const ConvCtx *c, LLVMValueRef s0, LLVMValueRef s1) {
+  Cg *cg = f->cg;
+  int64_t rows = conv_rows(c), ohw = c->OH * c->OW, chw = c->C * c->H * c->W;
+  LLVMValueRef cols = conv_cols_buffer(f, c);
+  CgLoop ls;
+  LLVMValueRef s = loop_begin(f, &ls, s0, s1, "s");
+  LLVMValueRef xs =
+      elem_ptr(f, c->op == DL_OP_CONV2D ? f->in[0] : f->out, idx_mul(f, s, i64c(cg, chw)));
+  LLVMValueRef ys =
+      elem_ptr(f, c->op == DL_OP_CONV2D ? f->out : f->in[0], idx_mul(f, s, i64c(cg, c->O * ohw)));
+  if (c->op == DL_OP_CONV2D) {
+    im2col(f, c, xs, cols);
+    conv_gemm(f, ys, f->in[1], cols, c->O, rows, ohw, ohw, rows, 1, ohw, 1, false);
+  } else {
+    fill_range(f, xs, i64c(cg, 0), i64c(cg, chw), f32c(cg, 0.0));
+    conv_gemm(f, cols, f->in[1], ys, rows, c->O, ohw, ohw, 1, rows, ohw, 1, false);
+    col2im(f, c, cols, xs);
+  }
+  loop_end(f, &ls, i64c(cg, 1));
+}
+
+static bool conv_through_gemm(const ConvCtx *c) {
+  return conv_rows(c) * c->OH * c->OW <= CG_CONV_COLS_MAX;
+}
+
+static void conv_cpu_gemm(CgFn *f, const ConvCtx *c) {
+  Cg *cg = f->cg;
+  LLVMValueRef batch = sym_value(f, c->batch);
+  if (c->op == DL_OP_CONV2D_GRAD_FILTER) {
+    int64_t rows = conv_rows(c), ohw = c->OH * c->OW;
+    LLVMValueRef cols = conv_cols_buffer(f, c);
+    fill_range(f, f->out, i64c(cg, 0), i64c(cg, c->O * rows), f32c(cg, 0.0));
+    CgLoop ls;
+    LLVMValueRef s = loop_begin(f, &ls, i64c(cg, 0), batch, "s");
+    im2col(f, c, elem_ptr(f, f->in[0], idx_mul(f, s, i64c(cg, c->C * c->H * c->W))), cols);
+    conv_gemm(f, f->out, elem_ptr(f, f->in[1], idx_mul(f, s, i64c(cg, c->O * ohw))), cols, c->O,
+              ohw, rows, rows, ohw, 1, 1, ohw, true);
+    loop_end(f, &ls, i64c(cg, 1));
+    return;
+  }
+  int64_t macs = sym_at(c->batch, cg->prog->max_batch) * c->O * conv_rows(c) * c->OH * c->OW;
+  if (!f->pool || macs < CG_GEMM_PARALLEL_MACS) {
+    conv_gemm_samples(f, c, i64c(cg, 0), batch);
+    return;
+  }
+  /* Samples shared between threads: the samples loop in a function of a
+   * range ("_part"), called through dlrt_parallel_for. */
+  CgFn part;
+  LLVMValueRef range[2];
+  begin_part(f, &part, range);
+  conv_gemm_samples(&part, c, range[0], range[1]);
+  LLVMBuildRetVoid(cg->b);
+  LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
+  part_dispatch(f, part.fn, batch, NULL, 1);
+}
+
 static bool emit_conv(CgFn *f) {
   const DlNode *nd = f->node;
   const DlShape *in0 = f->in_shape[0], *in1 = f->in_shape[1];
@@ -1674,7 +1906,10 @@ static bool emit_conv(CgFn *f) {
                .ph = nd->attr.conv.ph,
                .pw = nd->attr.conv.pw};
   if (!on_gpu(f)) {
-    conv_cpu(f, &c);
+    if (conv_through_gemm(&c))
+      conv_cpu_gemm(f, &c);
+    else
+      conv_cpu(f, &c);
     return true;
   }
   CgBody body = nd->op == DL_OP_CONV2D              ? conv_gpu_forward
