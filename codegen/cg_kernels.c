@@ -2159,13 +2159,12 @@ static bool operand_inlined(const DlProgram *p, int k, DlNodeId id) {
 }
 
 int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPERANDS]) {
-  const DlGraph *g = p->g;
   DlNodeId ops[DL_KERNEL_MAX_OPERANDS];
   int nops = dl_kernel_operands(p, k, ops), nb = 0;
-  DlNodeId out = dl_buffer_of(g, p->kernels[k].root);
+  DlNodeId out = dl_buffer_of(p, p->kernels[k].root);
   for (int i = 0; i < nops; i++) {
     if (operand_inlined(p, k, ops[i])) continue;
-    DlNodeId b = dl_buffer_of(g, ops[i]);
+    DlNodeId b = dl_buffer_of(p, ops[i]);
     bool seen = b == out;
     for (int j = 0; j < nb && !seen; j++)
       seen = bufs[j] == b;
@@ -2251,7 +2250,7 @@ static void kernel_begin(Cg *cg, int k, CgFn *f) {
   f->entry_bb = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
   LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
   /* Where each operand is read from. */
-  DlNodeId out_buf = dl_buffer_of(cg->g, kern->root);
+  DlNodeId out_buf = dl_buffer_of(p, kern->root);
   f->nbufs = 1 + nb;
   f->buf[0] = f->out;
   for (int i = 0; i < nb; i++)
@@ -2266,7 +2265,7 @@ static void kernel_begin(Cg *cg, int k, CgFn *f) {
       f->op_const[j] = f32c(cg, (float)dl_node(cg->g, id)->attr.konst.value);
       continue;
     }
-    DlNodeId b = dl_buffer_of(cg->g, id);
+    DlNodeId b = dl_buffer_of(p, id);
     f->op_param[j] = 0; /* an ASSIGN's kernel reading its own parameter */
     for (int i = 0; i < nb && b != out_buf; i++)
       if (bufs[i] == b) f->op_param[j] = 1 + i;

@@ -350,7 +350,7 @@ static LLVMValueRef emit_entry(Cg *cg, DlEntryKind k) {
     const DlKernel *kern = &prog->kernels[kk];
     DlNodeId bufs[1 + DL_KERNEL_MAX_OPERANDS];
     int nbufs = 1 + cg_kernel_buffers(prog, kk, bufs + 1);
-    bufs[0] = dl_buffer_of(cg->g, kern->root);
+    bufs[0] = dl_buffer_of(prog, kern->root);
     LLVMValueRef call_args[DL_KERNEL_MAX_OPERANDS + 3];
     for (int j = 0; j < nbufs; j++) {
       int64_t off = prog->offset[bufs[j]];

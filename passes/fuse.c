@@ -42,10 +42,14 @@ bool dl_node_computed(const DlNode *nd) {
   return k != DL_KIND_LEAF && k != DL_KIND_RESHAPE;
 }
 
-DlNodeId dl_buffer_of(const DlGraph *g, DlNodeId id) {
+DlNodeId dl_graph_buffer(const DlGraph *g, DlNodeId id) {
   while (g->nodes[id].op == DL_OP_RESHAPE || g->nodes[id].op == DL_OP_ASSIGN)
     id = g->nodes[id].in[0];
   return id;
+}
+
+DlNodeId dl_buffer_of(const DlProgram *p, DlNodeId id) {
+  return p->buffer[id];
 }
 
 static bool elementwise(const DlNode *nd) {
@@ -133,7 +137,7 @@ static int join_target(const Fuser *f, DlNodeId x, const bool *materialise) {
   if (!is_matmul && gr->kind != DL_KERNEL_MAP && gr->kind != DL_KERNEL_REDUCE) return -1;
   /* The operands after joining: x's inputs replace x. */
   int nops = gr->nops - 1;
-  DlNodeId param = assigns ? dl_buffer_of(g, gr->root) : DL_NONE;
+  DlNodeId param = assigns ? dl_graph_buffer(g, gr->root) : DL_NONE;
   for (int i = 0; i < nd->nin; i++) {
     DlNodeId in = nd->in[i];
     bool seen = has_op(gr, in);
@@ -141,7 +145,7 @@ static int join_target(const Fuser *f, DlNodeId x, const bool *materialise) {
       seen = nd->in[j] == in;
     nops += !seen;
     /* In place: the parameter is read only where it is written. */
-    if (param != DL_NONE && dl_buffer_of(g, in) == param &&
+    if (param != DL_NONE && dl_graph_buffer(g, in) == param &&
         !dl_shape_eq(&g->nodes[in].shape, &gr->space))
       return -1;
   }
@@ -206,6 +210,39 @@ static void find_users(Fuser *f) {
   free(fill);
 }
 
+/* An optimizer's state update, `S <- X` with X also read by other updates
+ * (momentum's v' = mu v + g feeds both `v <- v'` and `W <- W - lr v'`), would
+ * store X and then copy it into S.  Instead X's kernel writes S in place and
+ * the ASSIGN has no kernel: X's value lives in S's buffer.  That is safe
+ * when nothing else reads the old S (X's kernel reads it only at the element
+ * it writes), and X is a map of S's shape that the runtime does not read:
+ * then every reader of X runs after X's kernel (kernels run in root order)
+ * and finds it in S. */
+static void update_states_in_place(Fuser *f, DlProgram *p, const bool *materialise) {
+  const DlGraph *g = f->g;
+  for (DlNodeId a = 0; a < g->nnodes; a++) {
+    const DlNode *an = &g->nodes[a];
+    if (an->op != DL_OP_ASSIGN || !p->live[a] || f->group_of[a] < 0) continue;
+    DlNodeId s = dl_graph_buffer(g, a), x = an->in[1];
+    int gx = f->group_of[x];
+    if (f->groups[f->group_of[a]].nnodes != 1 || gx < 0) continue;
+    const Group *gr = &f->groups[gx];
+    if (gr->root != x || gr->kind != DL_KERNEL_MAP || gr->anchor != DL_NONE || materialise[x] ||
+        g->nodes[x].op == DL_OP_ASSIGN || g->nodes[s].op != DL_OP_PARAM ||
+        !dl_shape_eq(&g->nodes[x].shape, &g->nodes[s].shape))
+      continue;
+    bool ok = true;
+    for (int u = f->user_start[s]; ok && u < f->user_start[s + 1]; u++)
+      ok = f->users[u] == a || f->group_of[f->users[u]] == gx;
+    for (int i = 0; ok && i < gr->nops; i++)
+      ok = dl_graph_buffer(g, gr->ops[i]) != s ||
+           dl_shape_eq(&g->nodes[gr->ops[i]].shape, &gr->space);
+    if (!ok) continue;
+    p->buffer[x] = s;
+    f->group_of[a] = -1; /* the ASSIGN is done when X is */
+  }
+}
+
 void dl_fuse(DlProgram *p, const bool *materialise, bool fuse) {
   DlGraph *g = p->g;
   DlArena *arena = g->cc->arena;
@@ -216,6 +253,9 @@ void dl_fuse(DlProgram *p, const bool *materialise, bool fuse) {
   for (int i = 0; i < nn; i++)
     f.group_of[i] = -1;
   find_users(&f);
+  p->buffer = dl_arena_alloc(arena, sizeof(DlNodeId) * (size_t)(nn + 1));
+  for (DlNodeId id = 0; id < nn; id++)
+    p->buffer[id] = dl_graph_buffer(g, id);
   for (DlNodeId x = nn - 1; x >= 0; x--) {
     if (!p->live[x] || !dl_node_computed(&g->nodes[x])) continue;
     int target = fuse ? join_target(&f, x, materialise) : -1;
@@ -225,9 +265,10 @@ void dl_fuse(DlProgram *p, const bool *materialise, bool fuse) {
       new_group(&f, x);
   }
 
+  if (fuse) update_states_in_place(&f, p, materialise);
+
   /* Kernels in order of their roots (a topological order: every input of a
    * group comes from a group whose root has a smaller id). */
-  p->nkernels = f.ngroups;
   p->kernels = dl_arena_alloc(arena, sizeof(DlKernel) * (size_t)(f.ngroups + 1));
   p->kernel_of = dl_arena_alloc(arena, sizeof(int) * (size_t)(nn + 1));
   int *index = malloc(sizeof(int) * (size_t)(f.ngroups + 1));
@@ -235,7 +276,7 @@ void dl_fuse(DlProgram *p, const bool *materialise, bool fuse) {
   for (DlNodeId id = 0; id < nn; id++) {
     p->kernel_of[id] = -1;
     int gi = f.group_of[id];
-    if (gi >= 0 && f.groups[gi].root == id) {
+    if (gi >= 0 && f.groups[gi].root == id) { /* (a dropped ASSIGN's group has no root) */
       const Group *gr = &f.groups[gi];
       index[gi] = k;
       p->kernels[k] = (DlKernel){
@@ -247,6 +288,7 @@ void dl_fuse(DlProgram *p, const bool *materialise, bool fuse) {
       k++;
     }
   }
+  p->nkernels = k;
   for (DlNodeId id = 0; id < nn; id++) {
     int gi = f.group_of[id];
     if (gi < 0) continue;

@@ -120,7 +120,8 @@ typedef struct DlProgram {
   bool *live; /* per node: computed or read by some entry */
   DlKernel *kernels;
   int nkernels;
-  int *kernel_of; /* per node: the index of the kernel that computes it, or -1 */
+  int *kernel_of;   /* per node: the index of the kernel that computes it, or -1 */
+  DlNodeId *buffer; /* per node: the node whose buffer holds its value (dl_buffer_of) */
   DlEntry entry[DL_ENTRY_COUNT];
 } DlProgram;
 
@@ -132,9 +133,10 @@ typedef struct DlPlanOptions {
 DlProgram *dl_plan(DlGraph *g, int64_t max_batch);
 DlProgram *dl_plan_with(DlGraph *g, int64_t max_batch, const DlPlanOptions *opts);
 
-/* The node whose buffer node `id` uses: itself, or for a RESHAPE view or an
- * ASSIGN the buffer of its first input. */
-DlNodeId dl_buffer_of(const DlGraph *g, DlNodeId id);
+/* The node whose buffer holds node id's value: itself; for a RESHAPE view
+ * or an ASSIGN the buffer of its first input; for an optimizer state's new
+ * value that fusion computes in place, the state (see passes/fuse.c). */
+DlNodeId dl_buffer_of(const DlProgram *p, DlNodeId id);
 
 /* The nodes kernel k reads (inputs of its nodes computed by other kernels,
  * or leaves), each once, in order of first use; an ASSIGN root's parameter

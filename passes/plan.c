@@ -162,11 +162,11 @@ static int64_t round16(int64_t n) {
 static void mark_persistent(const DlGraph *g, bool *keep) {
   for (DlNodeId id = 0; id < g->nnodes; id++)
     keep[id] = dl_op_info[g->nodes[id].op].kind == DL_KIND_LEAF;
-  if (g->output != DL_NONE) keep[dl_buffer_of(g, g->output)] = true;
-  if (g->loss != DL_NONE) keep[dl_buffer_of(g, g->loss)] = true;
+  if (g->output != DL_NONE) keep[dl_graph_buffer(g, g->output)] = true;
+  if (g->loss != DL_NONE) keep[dl_graph_buffer(g, g->loss)] = true;
   for (DlNodeId p = 0; g->grad && p < g->ngrad; p++)
     if (g->nodes[p].op == DL_OP_PARAM && g->grad[p] != DL_NONE)
-      keep[dl_buffer_of(g, g->grad[p])] = true;
+      keep[dl_graph_buffer(g, g->grad[p])] = true;
 }
 
 /* Floating-point operations of one node's kernel at batch n (a transcendental
@@ -244,7 +244,7 @@ static void plan_memory(DlProgram *p, const bool *keep) {
     p->offset[id] = -1;
     p->size[id] = 0;
     bool state = nd->op == DL_OP_PARAM || nd->op == DL_OP_INPUT || nd->op == DL_OP_HYPER;
-    if ((!p->live[id] && !state) || dl_buffer_of(g, id) != id) continue;
+    if ((!p->live[id] && !state) || dl_buffer_of(p, id) != id) continue;
     int k = p->kernel_of[id];
     if (k >= 0 && p->kernels[k].root != id) continue; /* fused: in registers only */
     p->size[id] = dl_shape_numel(&nd->shape, p->max_batch);
@@ -269,7 +269,7 @@ static void plan_memory(DlProgram *p, const bool *keep) {
       int nt = dl_kernel_operands(p, k, touched + 1) + 1;
       touched[0] = p->kernels[k].root;
       for (int i = 0; i < nt; i++) {
-        int s = slot[dl_buffer_of(g, touched[i])];
+        int s = slot[dl_buffer_of(p, touched[i])];
         if (s < 0) continue;
         Interval *iv = &temps[s].in[e];
         if (iv->first < 0) iv->first = pos;
@@ -300,7 +300,7 @@ static void plan_memory(DlProgram *p, const bool *keep) {
   free(placed);
   /* Views and assigns use their source's buffer. */
   for (DlNodeId id = 0; id < nn; id++) {
-    DlNodeId b = dl_buffer_of(g, id);
+    DlNodeId b = dl_buffer_of(p, id);
     if (b != id && p->offset[b] >= 0 && (p->live[id] || p->offset[id] >= 0)) {
       p->offset[id] = p->offset[b];
       p->size[id] = p->size[b];
@@ -316,7 +316,7 @@ void dl_plan_stats(const DlProgram *p, DlPlanStats *st) {
   memset(st, 0, sizeof *st);
   st->arena_bytes = p->mem_floats * (int64_t)sizeof(float);
   for (DlNodeId id = 0; id < g->nnodes; id++)
-    if (p->offset[id] >= 0 && dl_buffer_of(g, id) == id)
+    if (p->offset[id] >= 0 && dl_buffer_of(p, id) == id)
       st->buffer_bytes += round16(p->size[id]) * (int64_t)sizeof(float);
   for (int e = 0; e < DL_ENTRY_COUNT; e++) {
     const DlEntry *en = &p->entry[e];

@@ -14,6 +14,9 @@ void dl_program_print(const DlProgram *p, FILE *out) {
       fprintf(out, "%s%%%d %s", i ? ", " : "", kern->nodes[i],
               dl_op_info[g->nodes[kern->nodes[i]].op].name);
     fprintf(out, ") -> %%%d", kern->root);
+    DlNodeId buf = dl_buffer_of(p, kern->root);
+    if (buf != kern->root && g->nodes[kern->root].op != DL_OP_ASSIGN)
+      fprintf(out, " in %%%d", buf); /* a state updated in place */
     DlNodeId ops[DL_KERNEL_MAX_OPERANDS];
     int nops = dl_kernel_operands(p, k, ops);
     if (nops) fprintf(out, " reads");
@@ -53,7 +56,7 @@ static void dot_node(FILE *out, const DlGraph *g, const DlProgram *p, DlNodeId i
   dot_text(out, dl_shape_str(&nd->shape, shape, sizeof shape));
   bool leaf = dl_op_info[nd->op].kind == DL_KIND_LEAF;
   /* Bold: a value with a buffer of its own (stored by its kernel). */
-  bool stored = p && !leaf && p->offset[id] >= 0 && dl_buffer_of(g, id) == id;
+  bool stored = p && !leaf && p->offset[id] >= 0 && dl_buffer_of(p, id) == id;
   fprintf(out, "\", shape=%s%s];\n", leaf ? "ellipse" : "box", stored ? ", style=bold" : "");
 }
 
