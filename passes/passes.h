@@ -150,8 +150,8 @@ int dl_kernel_operands(const DlProgram *p, int k, DlNodeId ops[DL_KERNEL_MAX_OPE
 void dl_program_print(const DlProgram *p, FILE *out);
 
 /* Graphviz: the graph's nodes and edges; with a plan (p non-NULL, for g ==
- * p->g) only live nodes, each fused kernel a cluster.  Leaves are ellipses,
- * ops boxes, stored values bold. */
+ * p->g) only live nodes, each fused kernel (two nodes or more) a cluster.
+ * Leaves are ellipses, ops boxes, stored values bold. */
 void dl_graph_print_dot(const DlGraph *g, const DlProgram *p, FILE *out);
 
 /* What a plan costs, for `dlcc compile --stats` and `dlcc bench`. */

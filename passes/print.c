@@ -66,11 +66,13 @@ void dl_graph_print_dot(const DlGraph *g, const DlProgram *p, FILE *out) {
   fprintf(out, "\" {\n  node [fontname=\"Helvetica\", fontsize=10];\n");
   for (DlNodeId id = 0; id < g->nnodes; id++) {
     if (p && !p->live[id]) continue;
-    if (p && p->kernel_of[id] >= 0) continue; /* drawn in its kernel's cluster */
+    int k = p ? p->kernel_of[id] : -1;
+    if (k >= 0 && p->kernels[k].nnodes > 1) continue; /* drawn in its kernel's cluster */
     dot_node(out, g, p, id, "  ");
   }
   for (int k = 0; p && k < p->nkernels; k++) {
     const DlKernel *kern = &p->kernels[k];
+    if (kern->nnodes < 2) continue;
     fprintf(out, "  subgraph cluster_k%d {\n    label=\"k%d %s\";\n    style=rounded;\n", k, k,
             dl_kernel_kind_names[kern->kind]);
     for (int i = 0; i < kern->nnodes; i++)
