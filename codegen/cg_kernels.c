@@ -702,14 +702,15 @@ static bool map_nest(CgFn *f, MapCtx *m, CgNest *nest) {
 /* ---- elementwise kernels on several threads ------------------------------------
  *
  * A map kernel that can have CG_MAP_PARALLEL_ELEMS elements or more (at the
- * largest batch) is three functions: the loops, as a function of a range of
+ * largest batch; smaller ones finish before a sleeping worker wakes, see
+ * cg_gemm.c) is three functions: the loops, as a function of a range of
  * the outermost loop ("_part", with noalias buffers like every kernel); a
  * trampoline taking its buffers from an argument block, which
  * dlrt_parallel_for calls with each thread's range; and the kernel, which
  * hands the pool the whole range when the pool exists and the kernel is at
  * least that large at this batch size, and otherwise calls the part on the
  * whole range itself.  Each element is computed the same way on any thread. */
-#define CG_MAP_PARALLEL_ELEMS (1 << 16)
+#define CG_MAP_PARALLEL_ELEMS (1 << 18)
 /* Ranges are cheap to start, and a thread that loses its core in the
  * middle holds up only a small one. */
 #define CG_MAP_RANGES_PER_THREAD 4
