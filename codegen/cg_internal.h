@@ -48,6 +48,9 @@ typedef struct Cg {
  * own (an ASSIGN's kernel reads its parameter through the output pointer)
  * and the uniform constants folded into the code.  Returns their number. */
 int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPERANDS]);
+/* What kernel k's function depends on, as a string (arena memory): kernels
+ * with equal signatures share one function. */
+const char *cg_kernel_signature(const DlProgram *p, int k, DlArena *arena);
 /* Emit kernel k into cg->mod and record it in cg->kernel[k].  Returns false
  * (diagnostic recorded) on failure. */
 bool cg_emit_kernel(Cg *cg, int k);

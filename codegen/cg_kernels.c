@@ -25,6 +25,7 @@
 #include "cg_internal.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 /* Operands of an iteration space: the output and the inputs, or (emit_points)
@@ -289,6 +290,7 @@ static LLVMValueRef fcmp(CgFn *f, LLVMRealPredicate p, LLVMValueRef a, LLVMValue
 static LLVMValueRef icmp(CgFn *f, LLVMIntPredicate p, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildICmp(f->cg->b, p, a, b, "");
 }
+
 static void add_attr(Cg *cg, LLVMValueRef fn, unsigned idx, const char *name) {
   unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
   LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
@@ -2172,6 +2174,93 @@ int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPE
     if (!seen) bufs[nb++] = b;
   }
   return nb;
+}
+
+/* ---- kernels that are the same function ------------------------------------------
+ *
+ * A kernel's function sees its buffers only as parameters, so two kernels
+ * that compute the same ops on the same shapes, read their operands in the
+ * same order with the same shapes (and the same constants folded in) and
+ * share buffers the same way are one function called with other pointers:
+ * the 32 steps of an unrolled LSTM, or the updates of parameters of one
+ * shape, compile once.  The signature spells out exactly what the code
+ * depends on; the node ids, names and buffer offsets are left out. */
+
+static void sig_put(char **buf, size_t *len, size_t *cap, DlArena *arena, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void sig_put(char **buf, size_t *len, size_t *cap, DlArena *arena, const char *fmt, ...) {
+  char tmp[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if (*len + (size_t)n + 1 > *cap) {
+    size_t cap2 = (*cap ? *cap * 2 : 256) + (size_t)n;
+    char *b2 = dl_arena_alloc(arena, cap2);
+    if (*buf) memcpy(b2, *buf, *len);
+    *buf = b2;
+    *cap = cap2;
+  }
+  memcpy(*buf + *len, tmp, (size_t)n + 1);
+  *len += (size_t)n;
+}
+
+static void sig_shape(char **b, size_t *l, size_t *c, DlArena *a, const DlShape *s) {
+  sig_put(b, l, c, a, "[");
+  for (int i = 0; i < s->rank; i++)
+    sig_put(b, l, c, a, "%lld,", (long long)s->d[i]);
+  sig_put(b, l, c, a, "]");
+}
+
+const char *cg_kernel_signature(const DlProgram *p, int k, DlArena *arena) {
+  const DlGraph *g = p->g;
+  const DlKernel *kern = &p->kernels[k];
+  char *b = NULL;
+  size_t l = 0, c = 0;
+  DlNodeId ops[DL_KERNEL_MAX_OPERANDS], bufs[DL_KERNEL_MAX_OPERANDS];
+  int nops = dl_kernel_operands(p, k, ops), nb = cg_kernel_buffers(p, k, bufs);
+  DlNodeId out = dl_buffer_of(p, kern->root);
+  sig_put(&b, &l, &c, arena, "%d:%d:%d;", (int)kern->kind, kern->nnodes, nb);
+  for (int j = 0; j < nops; j++) {
+    const DlNode *nd = dl_node(g, ops[j]);
+    sig_put(&b, &l, &c, arena, "o");
+    sig_shape(&b, &l, &c, arena, &nd->shape);
+    if (operand_inlined(p, k, ops[j])) {
+      sig_put(&b, &l, &c, arena, "=%a;", nd->attr.konst.value);
+      continue;
+    }
+    DlNodeId buf = dl_buffer_of(p, ops[j]);
+    int at = buf == out ? 0 : -1;
+    for (int i = 0; i < nb && at < 0; i++)
+      if (bufs[i] == buf) at = 1 + i;
+    sig_put(&b, &l, &c, arena, "b%d;", at);
+  }
+  for (int i = 0; i < kern->nnodes; i++) {
+    const DlNode *nd = dl_node(g, kern->nodes[i]);
+    sig_put(&b, &l, &c, arena, "n%d", (int)nd->op);
+    sig_shape(&b, &l, &c, arena, &nd->shape);
+    /* The attributes: constructors zero the union first, so its bytes are
+     * the attributes (kernels hold no leaves, whose attributes point). */
+    const unsigned char *attr = (const unsigned char *)&nd->attr;
+    for (size_t byte = 0; byte < sizeof nd->attr; byte++)
+      sig_put(&b, &l, &c, arena, "%02x", attr[byte]);
+    for (int j = 0; j < nd->nin; j++) {
+      DlNodeId in = nd->in[j];
+      int local = p->kernel_of[in] == k ? node_index(kern, in) : -1;
+      int op = -1;
+      for (int o = 0; o < nops && local < 0 && op < 0; o++)
+        if (ops[o] == in) op = o;
+      if (nd->op == DL_OP_ASSIGN && j == 0)
+        sig_put(&b, &l, &c, arena, ",out");
+      else if (local >= 0)
+        sig_put(&b, &l, &c, arena, ",n%d", local);
+      else
+        sig_put(&b, &l, &c, arena, ",o%d", op);
+    }
+    sig_put(&b, &l, &c, arena, ";");
+  }
+  return b ? b : "";
 }
 
 /* Mark an NVPTX function as a kernel (.entry), the way LLVM 19 expects:

@@ -462,6 +462,34 @@ static bool optimise(DlCompiler *cc, LLVMModuleRef mod, LLVMTargetMachineRef tm,
   return true;
 }
 
+/* same[k]: the first kernel whose function kernel k can call (itself when
+ * no earlier kernel has its signature).  Hashed, then compared. */
+static int *same_kernels(DlCompiler *cc, const DlProgram *prog) {
+  int nk = prog->nkernels;
+  int *same = malloc(sizeof(int) * (size_t)(nk + 1));
+  const char **sig = malloc(sizeof(char *) * (size_t)(nk + 1));
+  size_t cap = 16;
+  while (cap < 2 * (size_t)nk)
+    cap <<= 1;
+  int *table = malloc(sizeof(int) * cap);
+  for (size_t i = 0; i < cap; i++)
+    table[i] = -1;
+  for (int k = 0; k < nk; k++) {
+    sig[k] = cg_kernel_signature(prog, k, cc->arena);
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *c = sig[k]; *c; c++)
+      h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    size_t at = (size_t)h & (cap - 1);
+    while (table[at] >= 0 && strcmp(sig[table[at]], sig[k]) != 0)
+      at = (at + 1) & (cap - 1);
+    if (table[at] < 0) table[at] = k;
+    same[k] = table[at];
+  }
+  free(table);
+  free(sig);
+  return same;
+}
+
 LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOptions *o,
                               const CgTarget *t, LLVMContextRef ctx) {
   const DlGraph *g = prog->g;
@@ -488,6 +516,7 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
   cg.t_ptr = LLVMPointerTypeInContext(ctx, 0);
   cg.t_void = LLVMVoidTypeInContext(ctx);
   cg.kernel = dl_arena_alloc(cc->arena, sizeof(LLVMValueRef) * (size_t)(prog->nkernels + 1));
+  int *same = same_kernels(cc, prog);
 
   bool ok = true;
   for (int k = 0; ok && k < DL_ENTRY_COUNT; k++) {
@@ -500,7 +529,8 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
                  kk, prog->nkernels);
         ok = false;
       } else if (!cg.kernel[kk]) {
-        ok = cg_emit_kernel(&cg, kk);
+        if (!cg.kernel[same[kk]]) ok = cg_emit_kernel(&cg, same[kk]);
+        cg.kernel[kk] = cg.kernel[same[kk]];
       }
     }
   }
@@ -510,7 +540,7 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
      * every kernel is a loop nest over whole tensors. */
     unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
     for (int k = 0; k < prog->nkernels; k++)
-      if (cg.kernel[k])
+      if (cg.kernel[k] && same[k] == k)
         LLVMAddAttributeAtIndex(cg.kernel[k], LLVMAttributeFunctionIndex,
                                 LLVMCreateEnumAttribute(ctx, noinline, 0));
     LLVMValueRef entries[DL_ENTRY_COUNT] = {NULL};
@@ -522,6 +552,7 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
     }
     ok = ok && emit_program_table(&cg, t->tm, entries);
   }
+  free(same);
   LLVMDisposeBuilder(cg.b);
   ok = ok && verify_module(cc, cg.mod) && optimise(cc, cg.mod, t->tm, o->opt_level);
   if (!ok) {
