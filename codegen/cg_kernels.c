@@ -879,6 +879,7 @@ typedef struct MatmulCtx {
   bool ta, tb;
   LLVMValueRef a, b; /* the operands' pointers */
   MapCtx epi;        /* GPU: the epilogue, evaluated per element */
+  bool batch_sum;    /* the kernel is a sum over the batch of the product */
 } MatmulCtx;
 
 /* CPU, one matrix of the batch: i-k-j, so that the innermost loop streams a
@@ -936,6 +937,10 @@ static void matmul_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   LLVMValueRef args[3] = {a, b, slot_get(f, acc)};
   slot_set(f, acc, intrinsic(f, "llvm.fmuladd", cg->t_f32, args, 3));
   loop_end(f, &lk, i64c(cg, 1));
+  if (c->batch_sum) {
+    store_f32(f, slot_get(f, acc), f->out, off[0]);
+    return;
+  }
   Fused *fu = &c->epi.fu;
   fused_point(fu, off);
   fu->memo[node_index(f->kern, c->epi.anchor)] = slot_get(f, acc);
@@ -964,14 +969,29 @@ static bool emit_matmul(CgFn *f) {
   bool ta = nd->attr.matmul.ta, tb = nd->attr.matmul.tb;
   if (sa->rank < 2 || sb->rank < 2 || so->rank < 2)
     return internal(f, "matmul operands and result must have rank 2 or more");
-  if (!dl_shape_eq(so, &f->node->shape))
+  /* The weight gradient of a batched product: sum over the batch of a^T b
+   * is one product whose k runs over the batch too (fuse.c checks that a
+   * and b are laid out so that this k is a single stride). */
+  bool batch_sum = f->node->op == DL_OP_SUM;
+  if (!batch_sum && !dl_shape_eq(so, &f->node->shape))
     return internal(f, "a matmul's epilogue must keep the matmul's shape");
   int ra = sa->rank, rb = sb->rank, ro = so->rank;
   int64_t m = so->d[ro - 2], p = so->d[ro - 1];
   int64_t am = ta ? sa->d[ra - 1] : sa->d[ra - 2], k = ta ? sa->d[ra - 2] : sa->d[ra - 1];
   int64_t bk = tb ? sb->d[rb - 1] : sb->d[rb - 2], bp = tb ? sb->d[rb - 2] : sb->d[rb - 1];
   if (am != m || bk != k || bp != p) return internal(f, "matmul shapes do not agree");
-  MatmulCtx c = {.m = sym_dim(m), .k = sym_dim(k), .p = sym_dim(p), .ta = ta, .tb = tb};
+  MatmulCtx c = {.m = sym_dim(m),
+                 .k = sym_dim(k),
+                 .p = sym_dim(p),
+                 .ta = ta,
+                 .tb = tb,
+                 .batch_sum = batch_sum};
+  if (batch_sum) {
+    if (!ta || tb || ra != ro || rb != ro) return internal(f, "a batch sum of the wrong product");
+    for (int d = 0; d < ro - 2; d++)
+      c.k = sym_mul(c.k, sym_dim(so->d[d]));
+    ro = ra = rb = 2;
+  }
   c.a = operand_ptr(f, nd->in[0]);
   c.b = operand_ptr(f, nd->in[1]);
   /* a is stored [M, K], or [K, M] when transposed; b [K, P] or [P, K]. */
@@ -999,8 +1019,20 @@ static bool emit_matmul(CgFn *f) {
      * vectorises whole; the packing of the GEMM would cost more than it
      * saves.  Everything else: the GEMM.  Then the epilogue, in place. */
     bool tiny = c.m.k == 0 && c.k.k == 0 && c.p.k == 0 && m * k * p <= 4096;
+    /* [B.., M, K] @ [K, P] with b the same matrix for the whole batch and a
+     * and out contiguous: one product of B M rows (a big GEMM, not B small
+     * ones). */
+    CgNest merged = nest;
+    nest_simplify(&merged);
+    if (!tiny && !ta && merged.rank == 1 && sym_eq(merged.stride[2][0], sym_const(0)) &&
+        sym_eq(merged.stride[0][0], sym_mul(c.m, c.p)) &&
+        sym_eq(merged.stride[1][0], sym_mul(c.m, c.k))) {
+      c.m = sym_mul(c.m, merged.dim[0]);
+      c.a_i = c.k;
+      nest.rank = 0;
+    }
     emit_loops(f, &nest, tiny ? matmul_cpu_body : matmul_gemm_body, &c);
-    if (kern->nnodes > 1) {
+    if (kern->nnodes > 1 && !batch_sum) {
       CgNest epi;
       if (!map_nest(f, &c.epi, &epi)) return false;
       emit_loops(f, &epi, map_body, &c.epi);

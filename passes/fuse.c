@@ -15,7 +15,8 @@
  *            bias add, an activation, or in the backward graph an
  *            activation's gradient dy * step(h)): the GEMM stores into the
  *            root's buffer and the ops are applied to it in place while it is
- *            hot in cache.
+ *            hot in cache.  Or a batched a^T b summed over its batch, which
+ *            is one GEMM with a longer k (see batch_sum_of).
  *
  * The rule that decides it (one sweep from the last node to the first, so a
  * node's users are decided before the node): a node joins the group of its
@@ -117,6 +118,27 @@ static void remove_op(Group *gr, DlNodeId id) {
     }
 }
 
+/* Can the matmul nd join gr, a sum over its batch axes?  sum over b of
+ * a_b^T c_b, with a [B.., K, M] and c [B.., K, P] contiguous and not
+ * broadcast, is a^T c over K' = B K rows: one GEMM whose k runs over the
+ * batch (the weight gradient of x @ W with x batched). */
+static bool batch_sum_of(const DlGraph *g, const DlNode *nd, const Group *gr) {
+  const DlNode *root = &g->nodes[gr->root];
+  const DlShape *s = &nd->shape;
+  if (root->op != DL_OP_SUM || gr->nnodes != 1 || s->rank < 3 || !nd->attr.matmul.ta ||
+      nd->attr.matmul.tb)
+    return false;
+  uint32_t batch = (1u << (s->rank - 2)) - 1u;
+  if (root->attr.reduce.axes != batch) return false;
+  for (int i = 0; i < 2; i++) {
+    const DlShape *in = &g->nodes[nd->in[i]].shape;
+    if (in->rank != s->rank) return false;
+    for (int d = 0; d < s->rank - 2; d++)
+      if (in->d[d] != s->d[d]) return false;
+  }
+  return true;
+}
+
 /* The group node x can join, or -1. */
 static int join_target(const Fuser *f, DlNodeId x, const bool *materialise) {
   const DlGraph *g = f->g;
@@ -133,6 +155,7 @@ static int join_target(const Fuser *f, DlNodeId x, const bool *materialise) {
     if (f->group_of[f->users[u]] != target || f->users[u] == gr->anchor) return -1;
   if (!dl_shape_eq(&nd->shape, &gr->space) || gr->nnodes >= DL_KERNEL_MAX_NODES) return -1;
   bool assigns = g->nodes[gr->root].op == DL_OP_ASSIGN;
+  if (is_matmul && gr->kind == DL_KERNEL_REDUCE) return batch_sum_of(g, nd, gr) ? target : -1;
   if (is_matmul && (gr->kind != DL_KERNEL_MAP || gr->anchor != DL_NONE || assigns)) return -1;
   if (!is_matmul && gr->kind != DL_KERNEL_MAP && gr->kind != DL_KERNEL_REDUCE) return -1;
   /* The operands after joining: x's inputs replace x. */

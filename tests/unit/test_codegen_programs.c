@@ -412,6 +412,24 @@ static void test_fused_chains(void) {
     case_run(&c);
   }
 
+  /* The weight gradient of a batched product, sum over the batch of a^T b:
+   * one GEMM whose k runs over the batch (and where the layout does not
+   * allow it, b transposed, a batched product then a reduction). */
+  for (int keep = 0; keep < 2; keep++)
+    for (int tb = 0; tb < 2; tb++) {
+      char what[96];
+      snprintf(what, sizeof what, "sum over the batch of a^T b%s%s", tb ? "^T" : "",
+               keep ? ", keepdim" : "");
+      c = case_new(what);
+      g = c.g;
+      DlNodeId a = dl_input(g, L, "a", SHAPE(3, N, 5), DL_ROLE_INPUT);
+      DlNodeId bb = dl_input(g, L, "b", tb ? SHAPE(3, 7, N) : SHAPE(3, N, 7), DL_ROLE_INPUT);
+      g->output = dl_reduce(g, DL_OP_SUM, L, dl_matmul(g, L, a, bb, true, tb), 1, keep);
+      check_fused(&c, g->output, tb ? DL_KERNEL_REDUCE : DL_KERNEL_MATMUL, 1);
+      c.long_sums = true;
+      case_run(&c);
+    }
+
   /* Declining: h feeds a matmul (which reads memory) and a map, so it is
    * stored by a kernel of its own; the broadcast exp(b) is computed once, not
    * per row; the rest fuses around them. */
