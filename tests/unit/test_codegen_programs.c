@@ -1,8 +1,12 @@
-/* test_codegen_programs.c - the code generator against the reference interpreter:
- * whole training programs (forward, gradients, updates) against the
- * interpreter; the textual outputs (LLVM IR is vectorised, PTX passes ptxas
- * when it is installed), ELF objects, the C header, and error paths.  See codegen_harness.h. */
+/* test_codegen_programs.c - the code generator against the reference
+ * interpreter: whole training programs (forward, gradients, updates); fused
+ * kernels at odd sizes with broadcasting, where fusion declines, fused
+ * against unfused programs bit for bit; the textual outputs (LLVM IR is
+ * vectorised, PTX passes ptxas when it is installed), ELF objects, the C
+ * header, and error paths.  See codegen_harness.h. */
 #include "codegen_harness.h"
+
+#include <sys/stat.h>
 
 /* A small CNN and sequence model using every new op in the forward graph,
  * so that the backward graph has every gradient op too; grad and train_step
@@ -163,10 +167,14 @@ static Case build_every_op(void) {
   return c;
 }
 
+/* The scratch directory, made if need be (CTest may run this test before
+ * any lit test has made it). */
 static const char *tmp_dir(void) {
   const char *t = getenv("DLCC_TEST_TMP");
   if (!t || !t[0]) t = getenv("TMPDIR");
-  return t && t[0] ? t : "/tmp";
+  if (!t || !t[0]) return "/tmp";
+  mkdir(t, 0777); /* EEXIST is fine; any other failure shows in the check that writes */
+  return t;
 }
 
 static const char *find_ptxas(void) {
