@@ -179,12 +179,17 @@ static void test_conv(void) {
       {"1x1, stride 3", SHAPE(N, 4, 7, 7), SHAPE(5, 4, 1, 1), 3, 3, 0, 0},
       {"padding wider than the kernel", SHAPE(2, 1, 3, 4), SHAPE(1, 1, 2, 2), 1, 2, 3, 2},
       {"LeNet's first layer", SHAPE(N, 1, 28, 28), SHAPE(6, 1, 5, 5), 1, 1, 0, 0},
+      /* 8 filters or more: the input gradient goes through the GEMM too */
+      {"16 filters", SHAPE(N, 3, 9, 7), SHAPE(16, 3, 3, 3), 1, 2, 1, 0},
+      /* an im2col matrix over 1 MiB: the direct loops */
+      {"im2col over 1 MiB", SHAPE(2, 16, 28, 28), SHAPE(9, 16, 5, 5), 1, 1, 2, 2},
   };
   for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) {
     const ConvCase *cc = &conv_cases[i];
     char what[128];
     snprintf(what, sizeof what, "conv2d %s", cc->what);
     Case c = case_new(what);
+    c.long_sums = true; /* up to 400 products per element, with cancellation */
     DlNodeId x = dl_input(c.g, L, "x", cc->x, DL_ROLE_INPUT);
     DlNodeId w = dl_input(c.g, L, "w", cc->w, DL_ROLE_INPUT);
     DlNodeId y = dl_conv2d(c.g, L, x, w, cc->sh, cc->sw, cc->ph, cc->pw);
@@ -194,6 +199,7 @@ static void test_conv(void) {
 
     snprintf(what, sizeof what, "conv2d_grad_input %s", cc->what);
     c = case_new(what);
+    c.long_sums = true;
     DlNodeId dy = dl_input(c.g, L, "dy", ys, DL_ROLE_INPUT);
     w = dl_input(c.g, L, "w", cc->w, DL_ROLE_INPUT);
     c.g->output = dl_conv2d_grad_input(c.g, L, dy, w, cc->x, cc->sh, cc->sw, cc->ph, cc->pw);
