@@ -1778,65 +1778,88 @@ static void fill_range(CgFn *f, LLVMValueRef base, LLVMValueRef lo, LLVMValueRef
   loop_end(f, &l, i64c(f->cg, 1));
 }
 
-/* cols = im2col(x), x the sample's [C, H, W]. */
-static void im2col(CgFn *f, const ConvCtx *c, LLVMValueRef x, LLVMValueRef cols) {
-  Cg *cg = f->cg;
-  LLVMValueRef zero = f32c(cg, 0.0), ow = i64c(cg, c->OW);
-  CgLoop lc, lki, lkj, li, lj;
-  LLVMValueRef ch = loop_begin(f, &lc, i64c(cg, 0), i64c(cg, c->C), "c");
-  LLVMValueRef ki = loop_begin(f, &lki, i64c(cg, 0), i64c(cg, c->KH), "ki");
+/* One tap (c, ki, kj) of the filter: row r of cols, and the output
+ * positions [ilo, ihi) x [jlo, jhi) where it lands on the input. */
+typedef struct ConvTap {
+  LLVMValueRef ch, ki, kj, r;
   LLVMValueRef ilo, ihi, jlo, jhi;
-  out_range(f, ki, c->ph, c->sh, c->H, c->OH, &ilo, &ihi);
-  LLVMValueRef kj = loop_begin(f, &lkj, i64c(cg, 0), i64c(cg, c->KW), "kj");
-  out_range(f, kj, c->pw, c->sw, c->W, c->OW, &jlo, &jhi);
-  LLVMValueRef r =
-      idx_add(f, idx_mul(f, idx_add(f, idx_mul(f, ch, i64c(cg, c->KH)), ki), i64c(cg, c->KW)), kj);
-  LLVMValueRef i = loop_begin(f, &li, i64c(cg, 0), i64c(cg, c->OH), "i");
-  LLVMValueRef row =
-      elem_ptr(f, cols, idx_mul(f, idx_add(f, idx_mul(f, r, i64c(cg, c->OH)), i), ow));
-  LLVMValueRef inside =
-      LLVMBuildAnd(cg->b, icmp(f, LLVMIntSGE, i, ilo), icmp(f, LLVMIntSLT, i, ihi), "");
-  LLVMValueRef lo = select_(f, inside, jlo, ow), hi = select_(f, inside, jhi, ow);
-  LLVMValueRef h = in_coord(f, i, c->sh, ki, c->ph);
-  LLVMValueRef xrow =
-      elem_ptr(f, x, idx_mul(f, idx_add(f, idx_mul(f, ch, i64c(cg, c->H)), h), i64c(cg, c->W)));
-  fill_range(f, row, i64c(cg, 0), lo, zero);
-  LLVMValueRef j = loop_begin(f, &lj, lo, hi, "j");
-  store_f32(f, load_f32(f, xrow, in_coord(f, j, c->sw, kj, c->pw)), row, j);
-  loop_end(f, &lj, i64c(cg, 1));
-  fill_range(f, row, hi, ow, zero);
-  loop_end(f, &li, i64c(cg, 1));
+} ConvTap;
+
+typedef void (*ConvTapBody)(CgFn *f, const ConvCtx *c, const ConvTap *t, LLVMValueRef cols,
+                            LLVMValueRef x);
+
+/* The loops over every tap of the filter around body. */
+static void for_each_tap(CgFn *f, const ConvCtx *c, ConvTapBody body, LLVMValueRef cols,
+                         LLVMValueRef x) {
+  Cg *cg = f->cg;
+  CgLoop lc, lki, lkj;
+  ConvTap t;
+  t.ch = loop_begin(f, &lc, i64c(cg, 0), i64c(cg, c->C), "c");
+  t.ki = loop_begin(f, &lki, i64c(cg, 0), i64c(cg, c->KH), "ki");
+  out_range(f, t.ki, c->ph, c->sh, c->H, c->OH, &t.ilo, &t.ihi);
+  t.kj = loop_begin(f, &lkj, i64c(cg, 0), i64c(cg, c->KW), "kj");
+  out_range(f, t.kj, c->pw, c->sw, c->W, c->OW, &t.jlo, &t.jhi);
+  t.r = idx_add(
+      f, idx_mul(f, idx_add(f, idx_mul(f, t.ch, i64c(cg, c->KH)), t.ki), i64c(cg, c->KW)), t.kj);
+  body(f, c, &t, cols, x);
   loop_end(f, &lkj, i64c(cg, 1));
   loop_end(f, &lki, i64c(cg, 1));
   loop_end(f, &lc, i64c(cg, 1));
 }
 
+/* Row i of tap t in cols, and the input row its positions read. */
+static void tap_rows(CgFn *f, const ConvCtx *c, const ConvTap *t, LLVMValueRef i,
+                     LLVMValueRef cols, LLVMValueRef x, LLVMValueRef *row, LLVMValueRef *xrow) {
+  Cg *cg = f->cg;
+  *row = elem_ptr(f, cols,
+                  idx_mul(f, idx_add(f, idx_mul(f, t->r, i64c(cg, c->OH)), i), i64c(cg, c->OW)));
+  LLVMValueRef h = in_coord(f, i, c->sh, t->ki, c->ph);
+  *xrow = elem_ptr(
+      f, x, idx_mul(f, idx_add(f, idx_mul(f, t->ch, i64c(cg, c->H)), h), i64c(cg, c->W)));
+}
+
+/* cols[r, i, :] = the input under tap r at output row i, zero in the padding. */
+static void im2col_tap(CgFn *f, const ConvCtx *c, const ConvTap *t, LLVMValueRef cols,
+                       LLVMValueRef x) {
+  Cg *cg = f->cg;
+  LLVMValueRef zero = f32c(cg, 0.0), ow = i64c(cg, c->OW);
+  CgLoop li, lj;
+  LLVMValueRef i = loop_begin(f, &li, i64c(cg, 0), i64c(cg, c->OH), "i");
+  LLVMValueRef row, xrow;
+  tap_rows(f, c, t, i, cols, x, &row, &xrow);
+  LLVMValueRef inside =
+      LLVMBuildAnd(cg->b, icmp(f, LLVMIntSGE, i, t->ilo), icmp(f, LLVMIntSLT, i, t->ihi), "");
+  LLVMValueRef lo = select_(f, inside, t->jlo, ow), hi = select_(f, inside, t->jhi, ow);
+  fill_range(f, row, i64c(cg, 0), lo, zero);
+  LLVMValueRef j = loop_begin(f, &lj, lo, hi, "j");
+  store_f32(f, load_f32(f, xrow, in_coord(f, j, c->sw, t->kj, c->pw)), row, j);
+  loop_end(f, &lj, i64c(cg, 1));
+  fill_range(f, row, hi, ow, zero);
+  loop_end(f, &li, i64c(cg, 1));
+}
+
+/* dx[input under tap r] += cols[r, i, j] where the tap lands. */
+static void col2im_tap(CgFn *f, const ConvCtx *c, const ConvTap *t, LLVMValueRef cols,
+                       LLVMValueRef dx) {
+  CgLoop li, lj;
+  LLVMValueRef i = loop_begin(f, &li, t->ilo, t->ihi, "i");
+  LLVMValueRef row, xrow;
+  tap_rows(f, c, t, i, cols, dx, &row, &xrow);
+  LLVMValueRef j = loop_begin(f, &lj, t->jlo, t->jhi, "j");
+  LLVMValueRef at = in_coord(f, j, c->sw, t->kj, c->pw);
+  store_f32(f, f_add(f, load_f32(f, xrow, at), load_f32(f, row, j)), xrow, at);
+  loop_end(f, &lj, i64c(f->cg, 1));
+  loop_end(f, &li, i64c(f->cg, 1));
+}
+
+/* cols = im2col(x), x the sample's [C, H, W]. */
+static void im2col(CgFn *f, const ConvCtx *c, LLVMValueRef x, LLVMValueRef cols) {
+  for_each_tap(f, c, im2col_tap, cols, x);
+}
+
 /* dx += col2im(cols), dx the sample's [C, H, W]. */
 static void col2im(CgFn *f, const ConvCtx *c, LLVMValueRef cols, LLVMValueRef dx) {
-  Cg *cg = f->cg;
-  CgLoop lc, lki, lkj, li, lj;
-  LLVMValueRef ch = loop_begin(f, &lc, i64c(cg, 0), i64c(cg, c->C), "c");
-  LLVMValueRef ki = loop_begin(f, &lki, i64c(cg, 0), i64c(cg, c->KH), "ki");
-  LLVMValueRef ilo, ihi, jlo, jhi;
-  out_range(f, ki, c->ph, c->sh, c->H, c->OH, &ilo, &ihi);
-  LLVMValueRef kj = loop_begin(f, &lkj, i64c(cg, 0), i64c(cg, c->KW), "kj");
-  out_range(f, kj, c->pw, c->sw, c->W, c->OW, &jlo, &jhi);
-  LLVMValueRef r =
-      idx_add(f, idx_mul(f, idx_add(f, idx_mul(f, ch, i64c(cg, c->KH)), ki), i64c(cg, c->KW)), kj);
-  LLVMValueRef i = loop_begin(f, &li, ilo, ihi, "i");
-  LLVMValueRef row =
-      elem_ptr(f, cols, idx_mul(f, idx_add(f, idx_mul(f, r, i64c(cg, c->OH)), i), i64c(cg, c->OW)));
-  LLVMValueRef h = in_coord(f, i, c->sh, ki, c->ph);
-  LLVMValueRef xrow =
-      elem_ptr(f, dx, idx_mul(f, idx_add(f, idx_mul(f, ch, i64c(cg, c->H)), h), i64c(cg, c->W)));
-  LLVMValueRef j = loop_begin(f, &lj, jlo, jhi, "j");
-  LLVMValueRef at = in_coord(f, j, c->sw, kj, c->pw);
-  store_f32(f, f_add(f, load_f32(f, xrow, at), load_f32(f, row, j)), xrow, at);
-  loop_end(f, &lj, i64c(cg, 1));
-  loop_end(f, &li, i64c(cg, 1));
-  loop_end(f, &lkj, i64c(cg, 1));
-  loop_end(f, &lki, i64c(cg, 1));
-  loop_end(f, &lc, i64c(cg, 1));
+  for_each_tap(f, c, col2im_tap, cols, dx);
 }
 
 static void conv_gemm(CgFn *f, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, int64_t m, int64_t k,

@@ -99,6 +99,13 @@ typedef struct Fuser {
   DlNodeId *users;
 } Fuser;
 
+/* Is input i of nd the first of nd's inputs that is that node? */
+static bool first_read(const DlNode *nd, int i) {
+  for (int j = 0; j < i; j++)
+    if (nd->in[j] == nd->in[i]) return false;
+  return true;
+}
+
 static bool has_op(const Group *gr, DlNodeId id) {
   for (int i = 0; i < gr->nops; i++)
     if (gr->ops[i] == id) return true;
@@ -163,10 +170,7 @@ static int join_target(const Fuser *f, DlNodeId x, const bool *materialise) {
   DlNodeId param = assigns ? dl_graph_buffer(g, gr->root) : DL_NONE;
   for (int i = 0; i < nd->nin; i++) {
     DlNodeId in = nd->in[i];
-    bool seen = has_op(gr, in);
-    for (int j = 0; j < i && !seen; j++)
-      seen = nd->in[j] == in;
-    nops += !seen;
+    nops += !has_op(gr, in) && first_read(nd, i);
     /* In place: the parameter is read only where it is written. */
     if (param != DL_NONE && dl_graph_buffer(g, in) == param &&
         !dl_shape_eq(&g->nodes[in].shape, &gr->space))
@@ -209,12 +213,8 @@ static void find_users(Fuser *f) {
   f->user_start = calloc((size_t)nn + 2, sizeof(int));
   for (DlNodeId u = 0; u < nn; u++) {
     const DlNode *nd = &g->nodes[u];
-    for (int i = 0; f->live[u] && i < nd->nin; i++) {
-      bool again = false;
-      for (int j = 0; j < i; j++)
-        again |= nd->in[j] == nd->in[i];
-      if (!again) f->user_start[nd->in[i] + 1]++;
-    }
+    for (int i = 0; f->live[u] && i < nd->nin; i++)
+      if (first_read(nd, i)) f->user_start[nd->in[i] + 1]++;
   }
   for (int i = 0; i < nn; i++)
     f->user_start[i + 1] += f->user_start[i];
@@ -223,12 +223,8 @@ static void find_users(Fuser *f) {
   memcpy(fill, f->user_start, sizeof(int) * (size_t)(nn + 1));
   for (DlNodeId u = 0; u < nn; u++) {
     const DlNode *nd = &g->nodes[u];
-    for (int i = 0; f->live[u] && i < nd->nin; i++) {
-      bool again = false;
-      for (int j = 0; j < i; j++)
-        again |= nd->in[j] == nd->in[i];
-      if (!again) f->users[fill[nd->in[i]]++] = u;
-    }
+    for (int i = 0; f->live[u] && i < nd->nin; i++)
+      if (first_read(nd, i)) f->users[fill[nd->in[i]]++] = u;
   }
   free(fill);
 }
