@@ -501,10 +501,12 @@ static LLVMValueRef gemm_function(Cg *cg) {
  * the result is bit-identical.  Splitting the columns makes every thread
  * pack all of A, splitting the rows all of B, so the split is along the
  * dimension whose duplicate packing costs less.  Products below
- * CG_GEMM_PARALLEL_MACS multiply-adds (8.4 M, about 80 us of work) stay on
- * the calling thread: waking a worker that sleeps on its condition variable
- * took about 45 us on the benchmark's virtual machine (bench/RESULTS.md), and
- * below that size the second thread joins too late to gain anything. */
+ * CG_GEMM_PARALLEL_MACS multiply-adds (16.8 M, about 170 us of work) stay
+ * on the calling thread: waking a worker that sleeps on its condition
+ * variable took 45 us or more on the benchmark's virtual machine (more when
+ * another process holds the second core), and below that size the second
+ * thread joined too late to gain anything: the MLP at batch 64 was slower on
+ * two threads than on one with the limit at 8.4 M (bench/RESULTS.md). */
 
 /* The task's argument block: the GEMM's parameters (ACC widened to i64),
  * then whether the blocks are rows. */

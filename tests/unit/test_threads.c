@@ -215,7 +215,7 @@ static void test_conv_same_bits(void) {
   g->loss = dl_reduce(g, DL_OP_MEAN, L, dl_binary(g, DL_OP_MUL, L, z, z), 0, false);
   static const char *const expect[] = {"call void @dlrt_parallel_for(", "conv2d_part_task",
                                        "conv2d_grad_input_part_task", NULL};
-  check_same_bits(cc, g, 67, w1, expect);
+  check_same_bits(cc, g, 131, w1, expect);
   dl_compiler_free(cc);
 }
 
