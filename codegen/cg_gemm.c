@@ -155,22 +155,7 @@ static void loop_close(Gemm *g, GLoop *l, LLVMValueRef step, const LLVMValueRef 
   }
   LLVMValueRef br = LLVMBuildBr(g->b, l->header);
   LLVMPositionBuilderAtEnd(g->b, l->exit);
-  if (g->plain_loops) {
-    /* !llvm.loop !{self, !{"llvm.loop.unroll.disable"},
-     *              !{"llvm.loop.vectorize.enable", i1 false}} */
-    LLVMContextRef ctx = g->cg->ctx;
-    LLVMMetadataRef unroll = LLVMMDStringInContext2(ctx, "llvm.loop.unroll.disable", 24);
-    LLVMMetadataRef vec[2] = {
-        LLVMMDStringInContext2(ctx, "llvm.loop.vectorize.enable", 26),
-        LLVMValueAsMetadata(LLVMConstInt(LLVMInt1TypeInContext(ctx), 0, false))};
-    LLVMMetadataRef tmp = LLVMTemporaryMDNode(ctx, NULL, 0);
-    LLVMMetadataRef ops[3] = {tmp, LLVMMDNodeInContext2(ctx, &unroll, 1),
-                              LLVMMDNodeInContext2(ctx, vec, 2)};
-    LLVMMetadataRef self = LLVMMDNodeInContext2(ctx, ops, 3);
-    LLVMMetadataReplaceAllUsesWith(tmp, self);
-    unsigned kind = LLVMGetMDKindIDInContext(ctx, "llvm.loop", 9);
-    LLVMSetMetadata(br, kind, LLVMMetadataAsValue(ctx, self));
-  }
+  if (g->plain_loops) cg_plain_loop(g->cg, br);
 }
 
 static LLVMValueRef loop_simple(Gemm *g, GLoop *l, LLVMValueRef start, LLVMValueRef end) {
@@ -567,6 +552,23 @@ static LLVMValueRef gemm_task_function(Cg *cg) {
   LLVMBuildRetVoid(g.b);
   LLVMDisposeBuilder(g.b);
   return fn;
+}
+
+void cg_plain_loop(Cg *cg, LLVMValueRef latch_br) {
+  /* !llvm.loop !{self, !{"llvm.loop.unroll.disable"},
+   *              !{"llvm.loop.vectorize.enable", i1 false}} */
+  LLVMContextRef ctx = cg->ctx;
+  LLVMMetadataRef unroll = LLVMMDStringInContext2(ctx, "llvm.loop.unroll.disable", 24);
+  LLVMMetadataRef vec[2] = {
+      LLVMMDStringInContext2(ctx, "llvm.loop.vectorize.enable", 26),
+      LLVMValueAsMetadata(LLVMConstInt(LLVMInt1TypeInContext(ctx), 0, false))};
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(ctx, NULL, 0);
+  LLVMMetadataRef ops[3] = {tmp, LLVMMDNodeInContext2(ctx, &unroll, 1),
+                            LLVMMDNodeInContext2(ctx, vec, 2)};
+  LLVMMetadataRef self = LLVMMDNodeInContext2(ctx, ops, 3);
+  LLVMMetadataReplaceAllUsesWith(tmp, self);
+  unsigned kind = LLVMGetMDKindIDInContext(ctx, "llvm.loop", 9);
+  LLVMSetMetadata(latch_br, kind, LLVMMetadataAsValue(ctx, self));
 }
 
 LLVMValueRef cg_parallel_for(Cg *cg) {

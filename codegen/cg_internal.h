@@ -78,6 +78,9 @@ void cg_gemm_strided(Cg *cg, const LLVMValueRef ops[CG_GEMM_NARGS]);
 /* The declaration of the runtime's dlrt_parallel_for(pool, count,
  * per_thread, fn, arg) in the module. */
 LLVMValueRef cg_parallel_for(Cg *cg);
+/* Mark the loop whose latch branch this is as neither unrolled nor
+ * vectorised (LLVM's work on a loop costs JIT time). */
+void cg_plain_loop(Cg *cg, LLVMValueRef latch_br);
 /* An alloca in the entry block of the function the builder is in (so that a
  * loop does not grow the stack). */
 LLVMValueRef cg_entry_alloca(Cg *cg, LLVMTypeRef type, const char *name);

@@ -116,7 +116,8 @@ typedef struct CgFn {
   LLVMValueRef op_const[DL_KERNEL_MAX_OPERANDS];
   bool op_ew[DL_KERNEL_MAX_OPERANDS];   /* read elementwise by a node of the kernel */
   int op_param[DL_KERNEL_MAX_OPERANDS]; /* its buffer's parameter (0: out), or -1 */
-  int nbufs;                            /* buffer parameters: out and the inputs */
+  bool plain; /* small: loops are neither unrolled nor vectorised (see kernel_begin) */
+  int nbufs;  /* buffer parameters: out and the inputs */
   LLVMValueRef buf[1 + DL_KERNEL_MAX_OPERANDS];
 } CgFn;
 
@@ -220,8 +221,9 @@ static void loop_end(CgFn *f, CgLoop *l, LLVMValueRef step) {
   LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->iv, step, "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
   LLVMAddIncoming(l->iv, &next, &latch, 1);
-  LLVMBuildBr(cg->b, l->header);
+  LLVMValueRef br = LLVMBuildBr(cg->b, l->header);
   LLVMPositionBuilderAtEnd(cg->b, l->exit);
+  if (f->plain) cg_plain_loop(cg, br);
 }
 
 /* ---- intrinsics and math ---------------------------------------------------- */
@@ -1799,8 +1801,8 @@ static void for_each_tap(CgFn *f, const ConvCtx *c, ConvTapBody body, LLVMValueR
   out_range(f, t.ki, c->ph, c->sh, c->H, c->OH, &t.ilo, &t.ihi);
   t.kj = loop_begin(f, &lkj, i64c(cg, 0), i64c(cg, c->KW), "kj");
   out_range(f, t.kj, c->pw, c->sw, c->W, c->OW, &t.jlo, &t.jhi);
-  t.r = idx_add(
-      f, idx_mul(f, idx_add(f, idx_mul(f, t.ch, i64c(cg, c->KH)), t.ki), i64c(cg, c->KW)), t.kj);
+  t.r = idx_add(f, idx_mul(f, idx_add(f, idx_mul(f, t.ch, i64c(cg, c->KH)), t.ki), i64c(cg, c->KW)),
+                t.kj);
   body(f, c, &t, cols, x);
   loop_end(f, &lkj, i64c(cg, 1));
   loop_end(f, &lki, i64c(cg, 1));
@@ -1808,14 +1810,14 @@ static void for_each_tap(CgFn *f, const ConvCtx *c, ConvTapBody body, LLVMValueR
 }
 
 /* Row i of tap t in cols, and the input row its positions read. */
-static void tap_rows(CgFn *f, const ConvCtx *c, const ConvTap *t, LLVMValueRef i,
-                     LLVMValueRef cols, LLVMValueRef x, LLVMValueRef *row, LLVMValueRef *xrow) {
+static void tap_rows(CgFn *f, const ConvCtx *c, const ConvTap *t, LLVMValueRef i, LLVMValueRef cols,
+                     LLVMValueRef x, LLVMValueRef *row, LLVMValueRef *xrow) {
   Cg *cg = f->cg;
   *row = elem_ptr(f, cols,
                   idx_mul(f, idx_add(f, idx_mul(f, t->r, i64c(cg, c->OH)), i), i64c(cg, c->OW)));
   LLVMValueRef h = in_coord(f, i, c->sh, t->ki, c->ph);
-  *xrow = elem_ptr(
-      f, x, idx_mul(f, idx_add(f, idx_mul(f, t->ch, i64c(cg, c->H)), h), i64c(cg, c->W)));
+  *xrow =
+      elem_ptr(f, x, idx_mul(f, idx_add(f, idx_mul(f, t->ch, i64c(cg, c->H)), h), i64c(cg, c->W)));
 }
 
 /* cols[r, i, :] = the input under tap r at output row i, zero in the padding. */
@@ -2336,6 +2338,24 @@ static void mark_ptx_kernel(Cg *cg, LLVMValueRef fn) {
                               LLVMMetadataAsValue(cg->ctx, LLVMMDNodeInContext2(cg->ctx, md, 3)));
 }
 
+/* Kernels whose largest tensor has at most this many elements (at the
+ * largest batch) get plain loops. */
+#define CG_PLAIN_ELEMS 4096
+
+static int64_t kernel_elements(const DlProgram *p, int k) {
+  const DlKernel *kern = &p->kernels[k];
+  int64_t most = 0;
+  for (int i = 0; i < kern->nnodes; i++) {
+    const DlNode *nd = dl_node(p->g, kern->nodes[i]);
+    for (int j = -1; j < nd->nin; j++) {
+      const DlShape *s = j < 0 ? &nd->shape : &dl_node(p->g, nd->in[j])->shape;
+      int64_t count = sym_at(shape_numel(s), p->max_batch);
+      if (count > most) most = count;
+    }
+  }
+  return most;
+}
+
 /* "<prefix>_k<root>_<op>_<op>...": the root's id and the ops it computes (the
  * first few). */
 static const char *kernel_name(Cg *cg, const DlKernel *kern) {
@@ -2383,6 +2403,10 @@ static void kernel_begin(Cg *cg, int k, CgFn *f) {
               .node = dl_node(cg->g, kern->root),
               .id = kern->root,
               .fn = fn};
+  /* A kernel over a few thousand elements at most runs in microseconds
+   * either way, and vectorised and unrolled loops cost milliseconds of JIT
+   * time each: its loops stay plain (the MLP's loss and bias kernels). */
+  f->plain = cpu && !cg->grid_kernels && kernel_elements(p, k) <= CG_PLAIN_ELEMS;
   f->out = LLVMGetParam(fn, 0);
   LLVMSetValueName2(f->out, "out", 3);
   LLVMValueRef buf_ptr[DL_KERNEL_MAX_OPERANDS];
