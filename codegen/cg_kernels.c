@@ -2028,10 +2028,23 @@ static void pool_window_body(CgFn *f, LLVMValueRef *off, void *user) {
   if (p->op == DL_OP_MAXPOOL2D || p->op == DL_OP_MAXPOOL2D_GRAD) {
     LLVMValueRef best, at;
     window_max(f, p, off[1], &best, &at);
-    if (p->op == DL_OP_MAXPOOL2D)
+    if (p->op == DL_OP_MAXPOOL2D) {
       store_f32(f, best, f->out, off[0]);
-    else
+    } else if (p->sh >= p->kh && p->sw >= p->kw) {
+      /* Windows that do not overlap: each element of dx is in one window
+       * at most, so every element of the window is stored (dy at the first
+       * maximum, zero elsewhere) instead of adding to one scattered
+       * element; the loop over windows has no dependence between
+       * iterations then, and vectorises. */
+      LLVMValueRef dy = load_f32(f, f->in[1], off[0]), zero = f32c(cg, 0.0);
+      for (int ki = 0; ki < p->kh; ki++)
+        for (int kj = 0; kj < p->kw; kj++) {
+          LLVMValueRef o = idx_add(f, off[1], i64c(cg, (int64_t)ki * p->W + kj));
+          store_f32(f, select_(f, icmp(f, LLVMIntEQ, o, at), dy, zero), f->out, o);
+        }
+    } else {
       add_to(f, load_f32(f, f->in[1], off[0]), at);
+    }
     return;
   }
   LLVMValueRef acc = p->op == DL_OP_AVGPOOL2D ? scalar_slot(f, "sum") : NULL;
@@ -2137,7 +2150,10 @@ static bool emit_pool(CgFn *f) {
                  .stride = {{sym_const(p.OH * p.OW), sym_const(p.OW), sym_const(1)},
                             {sym_const(p.H * p.W), sym_const(p.sh * p.W), sym_const(p.sw)}}};
   if (grad) {
-    zero_output(f);
+    /* Windows that tile the input exactly write every element of dx. */
+    bool tiles = nd->op == DL_OP_MAXPOOL2D_GRAD && p.sh == p.kh && p.sw == p.kw &&
+                 p.H == p.OH * p.kh && p.W == p.OW * p.kw;
+    if (!tiles) zero_output(f);
     emit_loops(f, &nest, pool_window_body, &p);
   } else {
     emit_space(f, &nest, pool_window_body, &p);
