@@ -1759,6 +1759,8 @@ static void conv_gpu_grad_filter(CgFn *f, LLVMValueRef *off, void *user) {
  * the samples in order on one thread, so every thread count gives the same
  * bits. */
 #define CG_CONV_COLS_MAX (1 << 18)
+/* Convolutions of fewer multiply-adds run on the calling thread. */
+#define CG_CONV_PARALLEL_MACS (1 << 22)
 
 static int64_t conv_rows(const ConvCtx *c) {
   return c->C * c->KH * c->KW;
@@ -1930,8 +1932,12 @@ static void conv_cpu_gemm(CgFn *f, const ConvCtx *c) {
     loop_end(f, &ls, i64c(cg, 1));
     return;
   }
+  /* Samples are independent, so sharing them costs only the wake-up (no
+   * operand is packed twice, unlike a split GEMM), and the small products of
+   * a convolution run at a fraction of the GEMM's peak: a lower limit than
+   * a plain matmul's. */
   int64_t macs = sym_at(c->batch, cg->prog->max_batch) * c->O * conv_rows(c) * c->OH * c->OW;
-  if (!f->pool || macs < CG_GEMM_PARALLEL_MACS) {
+  if (!f->pool || macs < CG_CONV_PARALLEL_MACS) {
     conv_gemm_samples(f, c, i64c(cg, 0), batch);
     return;
   }
