@@ -41,6 +41,7 @@ typedef struct Cg {
   LLVMBuilderRef b;
   LLVMTypeRef t_f32, t_i64, t_i32, t_ptr, t_void;
   LLVMValueRef *kernel; /* per kernel of the program: its function, or NULL */
+  const bool *plain;    /* per kernel: its loops are neither unrolled nor vectorised */
 } Cg;
 
 /* The buffers passed to kernel k after its output (the root's buffer), in
@@ -48,6 +49,8 @@ typedef struct Cg {
  * own (an ASSIGN's kernel reads its parameter through the output pointer)
  * and the uniform constants folded into the code.  Returns their number. */
 int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPERANDS]);
+/* Kernel k's work by the measure of the plain-loop rule (cg_module.c). */
+int64_t cg_kernel_work(const DlProgram *p, int k);
 /* What kernel k's function depends on, as a string (arena memory): kernels
  * with equal signatures share one function. */
 const char *cg_kernel_signature(const DlProgram *p, int k, DlArena *arena);

@@ -2360,22 +2360,24 @@ static void mark_ptx_kernel(Cg *cg, LLVMValueRef fn) {
                               LLVMMetadataAsValue(cg->ctx, LLVMMDNodeInContext2(cg->ctx, md, 3)));
 }
 
-/* Kernels whose largest tensor has at most this many elements (at the
- * largest batch) get plain loops. */
-#define CG_PLAIN_ELEMS 4096
-
-static int64_t kernel_elements(const DlProgram *p, int k) {
+/* A kernel's work for the plain-loop rule: its largest tensor's elements
+ * (at the largest batch), eight times over for each exp, log, tanh, sigmoid
+ * or pow it computes (each is tens of instructions per element). */
+int64_t cg_kernel_work(const DlProgram *p, int k) {
   const DlKernel *kern = &p->kernels[k];
-  int64_t most = 0;
+  int64_t most = 0, cost = 1;
   for (int i = 0; i < kern->nnodes; i++) {
     const DlNode *nd = dl_node(p->g, kern->nodes[i]);
+    DlOp op = nd->op;
+    cost += 8 * (op == DL_OP_EXP || op == DL_OP_LOG || op == DL_OP_TANH || op == DL_OP_SIGMOID ||
+                 op == DL_OP_POW || op == DL_OP_SOFTMAX || op == DL_OP_LOG_SOFTMAX);
     for (int j = -1; j < nd->nin; j++) {
       const DlShape *s = j < 0 ? &nd->shape : &dl_node(p->g, nd->in[j])->shape;
       int64_t count = sym_at(shape_numel(s), p->max_batch);
       if (count > most) most = count;
     }
   }
-  return most;
+  return most * cost;
 }
 
 /* "<prefix>_k<root>_<op>_<op>...": the root's id and the ops it computes (the
@@ -2425,10 +2427,7 @@ static void kernel_begin(Cg *cg, int k, CgFn *f) {
               .node = dl_node(cg->g, kern->root),
               .id = kern->root,
               .fn = fn};
-  /* A kernel over a few thousand elements at most runs in microseconds
-   * either way, and vectorised and unrolled loops cost milliseconds of JIT
-   * time each: its loops stay plain (the MLP's loss and bias kernels). */
-  f->plain = cpu && !cg->grid_kernels && kernel_elements(p, k) <= CG_PLAIN_ELEMS;
+  f->plain = cpu && !cg->grid_kernels && cg->plain && cg->plain[k];
   f->out = LLVMGetParam(fn, 0);
   LLVMSetValueName2(f->out, "out", 3);
   LLVMValueRef buf_ptr[DL_KERNEL_MAX_OPERANDS];

@@ -462,6 +462,10 @@ static bool optimise(DlCompiler *cc, LLVMModuleRef mod, LLVMTargetMachineRef tm,
   return true;
 }
 
+/* The most work (cg_kernel_work, summed over a function's calls) for which
+ * a kernel's loops stay plain. */
+#define CG_PLAIN_WORK 4096
+
 /* same[k]: the first kernel whose function kernel k can call (itself when
  * no earlier kernel has its signature).  Hashed, then compared. */
 static int *same_kernels(DlCompiler *cc, const DlProgram *prog) {
@@ -517,6 +521,19 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
   cg.t_void = LLVMVoidTypeInContext(ctx);
   cg.kernel = dl_arena_alloc(cc->arena, sizeof(LLVMValueRef) * (size_t)(prog->nkernels + 1));
   int *same = same_kernels(cc, prog);
+  /* A function whose calls together do little work (a few thousand
+   * elements, less where it computes exp or tanh) runs in microseconds
+   * either way, while vectorised and unrolled loops cost milliseconds of
+   * JIT time each: its loops stay plain (the MLP's loss and bias kernels;
+   * not an LSTM step's gates, one function called 32 times). */
+  int64_t *work = calloc((size_t)prog->nkernels + 1, sizeof(int64_t));
+  bool *plain = dl_arena_alloc(cc->arena, sizeof(bool) * (size_t)(prog->nkernels + 1));
+  for (int k = 0; k < prog->nkernels; k++)
+    work[same[k]] += cg_kernel_work(prog, k);
+  for (int k = 0; k < prog->nkernels; k++)
+    plain[k] = work[same[k]] <= CG_PLAIN_WORK;
+  free(work);
+  cg.plain = plain;
 
   bool ok = true;
   for (int k = 0; ok && k < DL_ENTRY_COUNT; k++) {
