@@ -458,6 +458,10 @@ static LLVMValueRef gemm_function(Cg *cg) {
     params[i] = i <= GP_B ? cg->t_ptr : i == GP_ACC ? LLVMInt1TypeInContext(cg->ctx) : cg->t_i64;
   fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, GP_COUNT, false));
   set_fn_attrs(cg, fn, 3);
+  /* No library calls: LLVM would turn each packed row of B (NR floats) into
+   * a call of memmove, 6 % of the MLP's step; the loop copies it inline. */
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateStringAttribute(cg->ctx, "no-builtins", 11, "", 0));
   Gemm g = {.cg = cg, .fn = fn, .geo = gemm_geom(cg)};
   g.t_vec = LLVMVectorType(cg->t_f32, (unsigned)g.geo.lanes);
   static const char *const names[GP_COUNT] = {"c",   "a",   "b",   "m",   "k",   "p",
