@@ -484,7 +484,7 @@ Value call_def(Lower *L, const AstBlock *def, const AstExpr *call, const char *a
     const AstParam *p = &def->params.items[i];
     Value v = vals[i];
     if (!args[i]) {
-      StmtNaming naming = {.var = p->name};
+      StmtNaming naming = {0};
       L->naming = &naming;
       v = single_value(L, lower_value(L, p->default_value), p->default_value->loc);
       L->naming = NULL;
