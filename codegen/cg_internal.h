@@ -52,6 +52,15 @@ int cg_kernel_args(const DlGraph *g, DlNodeId id, DlNodeId args[DL_MAX_INPUTS]);
  * Returns false (diagnostic recorded) on failure. */
 bool cg_emit_kernel(Cg *cg, DlNodeId id);
 
+/* ---- cg_gemm.c ---- */
+
+/* Emit a call of the packed GEMM (cg_gemm.c) at the builder's position:
+ * c[m, p] = op(a) @ op(b) with op(a) [m, k] (a stored [k, m] when ta) and
+ * op(b) [k, p] (b stored [p, k] when tb), all row-major and contiguous; m, k
+ * and p are i64 values (they may depend on the batch size). */
+void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b,
+                  LLVMValueRef m, LLVMValueRef k, LLVMValueRef p);
+
 /* ---- cg_module.c ---- */
 
 /* DlCodegenOptions with defaults applied and checked. */

@@ -1,7 +1,7 @@
 /* cg_kernels.c - one LLVM function per kernel node: the per-op code generators.
  *
  * Every kernel has the signature
- *     void k(float *noalias out, const float *noalias in0[, in1], i64 n)
+ *     void k(float *noalias out, const float *noalias in0[, in1, in2], i64 n)
  * where n is the runtime batch size (the value of every N dimension).
  *
  * CPU kernels are loop nests over plain buffers, written so that LLVM's O3
@@ -14,9 +14,13 @@
  * elements i = ctaid.x*ntid.x + tid.x, i += nctaid.x*ntid.x, recovers the
  * multi-index by div/mod, and computes that element directly (matmul: a loop
  * over k; reductions: a loop over the reduced elements; softmax: the row's
- * max and sum recomputed).  Correctness first; tiling comes later.  The same
- * kernels can be built for the CPU (Cg.grid_kernels, see cg_testing.h), one
- * thread of one block, so that their logic is tested without a GPU.
+ * max and sum recomputed; the gradients of convolution and pooling: a loop
+ * over the outputs that read the element).  No kernel needs atomics or a
+ * barrier: where the CPU scatters (scatter_add, the gradients of pooling and
+ * convolution), the GPU kernel gathers instead.  Correctness first; tiling
+ * comes later.  The same kernels can be built for the CPU (Cg.grid_kernels,
+ * see cg_testing.h), one thread of one block, so that their logic is tested
+ * without a GPU.
  */
 #include "cg_internal.h"
 
@@ -551,6 +555,7 @@ static bool emit_map(CgFn *f) {
 typedef struct MatmulCtx {
   CgSym m, k, p;            /* out [.., M, P] = a [.., M, K] @ b [.., K, P] */
   CgSym a_i, a_k, b_k, b_j; /* element strides of a and b along i, k, j */
+  bool ta, tb;
 } MatmulCtx;
 
 /* CPU, one matrix of the batch: i-k-j, so that the innermost loop streams a
@@ -582,6 +587,14 @@ static void matmul_cpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   loop_end(f, &li, i64c(cg, 1));
 }
 
+/* CPU, one matrix of the batch: the packed GEMM of cg_gemm.c. */
+static void matmul_gemm_body(CgFn *f, LLVMValueRef *off, void *user) {
+  MatmulCtx *c = user;
+  cg_gemm_call(f->cg, c->ta, c->tb, elem_ptr(f, f->out, off[0]), elem_ptr(f, f->in[0], off[1]),
+               elem_ptr(f, f->in[1], off[2]), sym_value(f, c->m), sym_value(f, c->k),
+               sym_value(f, c->p));
+}
+
 /* NVPTX, one output element: its offsets in a and b are the starts of row i
  * and column j; a dot product over k. */
 static void matmul_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
@@ -610,7 +623,7 @@ static bool emit_matmul(CgFn *f) {
   int64_t am = ta ? sa->d[ra - 1] : sa->d[ra - 2], k = ta ? sa->d[ra - 2] : sa->d[ra - 1];
   int64_t bk = tb ? sb->d[rb - 1] : sb->d[rb - 2], bp = tb ? sb->d[rb - 2] : sb->d[rb - 1];
   if (am != m || bk != k || bp != p) return internal(f, "matmul shapes do not agree");
-  MatmulCtx c = {.m = sym_dim(m), .k = sym_dim(k), .p = sym_dim(p)};
+  MatmulCtx c = {.m = sym_dim(m), .k = sym_dim(k), .p = sym_dim(p), .ta = ta, .tb = tb};
   /* a is stored [M, K], or [K, M] when transposed; b [K, P] or [P, K]. */
   c.a_i = ta ? sym_const(1) : c.k;
   c.a_k = ta ? c.m : sym_const(1);
@@ -630,7 +643,11 @@ static bool emit_matmul(CgFn *f) {
       !broadcast_strides(sb->d, st_b, rb - 2, so->d, ro - 2, nest.stride[2]))
     return internal(f, "matmul batch dimensions do not broadcast");
   if (!on_gpu(f)) {
-    emit_loops(f, &nest, matmul_cpu_body, &c);
+    /* Small products of static size: the loop nest, which LLVM unrolls and
+     * vectorises whole; the packing of the GEMM would cost more than it
+     * saves.  Everything else: the GEMM. */
+    bool tiny = c.m.k == 0 && c.k.k == 0 && c.p.k == 0 && m * k * p <= 4096;
+    emit_loops(f, &nest, tiny ? matmul_cpu_body : matmul_gemm_body, &c);
     return true;
   }
   /* One point per output element: rows advance a, columns advance b. */
@@ -1206,7 +1223,13 @@ static void conv_cpu(CgFn *f, const ConvCtx *c) {
     LLVMValueRef args[3] = {load_f32(f, f->in[0], yo), wv, load_f32(f, f->out, xo)};
     store_f32(f, intrinsic(f, "llvm.fmuladd", cg->t_f32, args, 3), f->out, xo);
   } else {
-    slot_fma(f, acc, load_f32(f, f->in[0], xo), load_f32(f, f->in[1], yo));
+    /* A sum over a row: allowed to be reassociated so that it vectorises
+     * (partial sums per lane; the interpreter sums in order, and the two
+     * agree to float rounding). */
+    LLVMValueRef args[3] = {load_f32(f, f->in[0], xo), load_f32(f, f->in[1], yo), slot_get(f, acc)};
+    LLVMValueRef v = intrinsic(f, "llvm.fmuladd", cg->t_f32, args, 3);
+    LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc | LLVMFastMathAllowContract);
+    slot_set(f, acc, v);
   }
   loop_end(f, &lj, i64c(cg, 1));
   loop_end(f, &li, i64c(cg, 1));

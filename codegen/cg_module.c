@@ -508,6 +508,14 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
     }
   }
   if (ok && o->target == DL_TARGET_CPU) {
+    /* Kernels are called from up to three entries: inlining them would
+     * compile each up to three times (JIT time) for no measurable gain, as
+     * every kernel is a loop nest over whole tensors. */
+    unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+    for (DlNodeId id = 0; id < g->nnodes; id++)
+      if (cg.kernel[id])
+        LLVMAddAttributeAtIndex(cg.kernel[id], LLVMAttributeFunctionIndex,
+                                LLVMCreateEnumAttribute(ctx, noinline, 0));
     LLVMValueRef entries[DL_ENTRY_COUNT] = {NULL};
     for (int k = 0; ok && k < DL_ENTRY_COUNT; k++) {
       if (entry_emitted(prog, (DlEntryKind)k)) {

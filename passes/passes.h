@@ -2,6 +2,8 @@
  *
  *   dl_autodiff      reverse-mode gradients of the loss, as more IR
  *   dl_append_sgd    the optimizer update, as more IR (ASSIGN nodes)
+ *   dl_simplify      constant folding, algebraic identities, common
+ *                    subexpressions (before planning)
  *   dl_plan          entry points (forward / grad / train_step), dead-code
  *                    elimination per entry, schedule and memory offsets
  *
@@ -19,6 +21,17 @@ bool dl_autodiff(DlGraph *g);
 /* Append `param <- param - lr * grad` for every parameter that has a
  * gradient, with lr a HYPER node named "lr" (default value lr). */
 bool dl_append_sgd(DlGraph *g, double lr);
+
+/* Simplify the whole graph in place: constant folding, algebraic identities
+ * (x + 0, x * 1, -(-x), reshape of reshape, ...) and common-subexpression
+ * elimination; g->output, g->loss and g->grad follow.  Nodes left without
+ * users are dropped by dl_plan's dead-code elimination.  stats may be NULL. */
+typedef struct DlSimplifyStats {
+  int folded;     /* ops on constants turned into constants */
+  int identities; /* nodes replaced by an input through an algebraic identity */
+  int merged;     /* nodes replaced by an equal earlier node */
+} DlSimplifyStats;
+bool dl_simplify(DlGraph *g, DlSimplifyStats *stats);
 
 /* The compiled entry points.  Each is a function (float *mem, int64_t n). */
 typedef enum DlEntryKind {
@@ -48,5 +61,15 @@ typedef struct DlProgram {
 
 /* Plan the graph for batches of up to max_batch rows. */
 DlProgram *dl_plan(DlGraph *g, int64_t max_batch);
+
+/* What a plan costs, for `dlcc compile --stats` and `dlcc bench`. */
+typedef struct DlPlanStats {
+  bool present[DL_ENTRY_COUNT];
+  int kernels[DL_ENTRY_COUNT];  /* kernel calls per entry (views are free) */
+  double flops[DL_ENTRY_COUNT]; /* floating-point operations per call at max_batch */
+  int64_t arena_bytes;          /* the planned arena, shared buffers counted once */
+  int64_t buffer_bytes;         /* the sum of every buffer, were none shared */
+} DlPlanStats;
+void dl_plan_stats(const DlProgram *p, DlPlanStats *stats);
 
 #endif

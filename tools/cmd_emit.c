@@ -12,6 +12,8 @@ static const char emit_help[] =
     "  ast       the parse tree\n"
     "  ir        the tensor IR of the model (forward graph)\n"
     "  ir-grad   the IR after autodiff and the SGD update (what train_step computes)\n"
+    "  ir-opt    the same after simplification: constant folding, algebraic\n"
+    "            identities, common subexpressions (what is compiled)\n"
     "  llvm      LLVM IR for the host CPU (optimised; -O0 for the unoptimised IR)\n"
     "  asm       host assembly\n"
     "  ptx       PTX for NVIDIA GPUs (--arch sm_80 by default)\n"
@@ -24,7 +26,8 @@ static const char emit_help[] =
     "  --lr X        default learning rate of the update\n"
     "  -O0 .. -O3    LLVM optimisation level (default -O3)\n";
 
-static const char *const kinds[] = {"tokens", "ast", "ir", "ir-grad", "llvm", "asm", "ptx"};
+static const char *const kinds[] = {"tokens", "ast", "ir",  "ir-grad",
+                                    "llvm",   "asm", "ptx", "ir-opt"};
 
 int cmd_emit(int argc, char **argv) {
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -32,7 +35,7 @@ int cmd_emit(int argc, char **argv) {
     return 0;
   }
   if (argc < 2 || argv[1][0] == '-') {
-    driver_error("'dlcc emit' needs a KIND: tokens, ast, ir, ir-grad, llvm, asm or ptx");
+    driver_error("'dlcc emit' needs a KIND: tokens, ast, ir, ir-grad, ir-opt, llvm, asm or ptx");
     return 1;
   }
   const char *kind = argv[1];
@@ -40,8 +43,8 @@ int cmd_emit(int argc, char **argv) {
   for (int i = 0; i < (int)(sizeof kinds / sizeof kinds[0]); i++)
     if (!strcmp(kind, kinds[i])) k = i;
   if (k < 0) {
-    driver_error("unknown kind '%s' for 'dlcc emit': expected tokens, ast, ir, ir-grad, llvm, asm "
-                 "or ptx",
+    driver_error("unknown kind '%s' for 'dlcc emit': expected tokens, ast, ir, ir-grad, ir-opt, "
+                 "llvm, asm or ptx",
                  kind);
     return 1;
   }
@@ -78,8 +81,9 @@ int cmd_emit(int argc, char **argv) {
     dl_graph_print(s.graph, NULL, out);
     break;
   default: /* stages after planning */
+    o.no_simplify = k == 3;
     if (!session_lower(&s, &o) || !session_plan(&s, &o, session_batch(&s, &o))) goto done;
-    if (k == 3) {
+    if (k == 3 || k == 7) {
       dl_graph_print(s.graph, s.prog->live, out);
       break;
     }

@@ -74,18 +74,7 @@ int cmd_gradcheck(int argc, char **argv) {
   }
 
   /* Inputs: data rows, or seeded random values (targets uniform in (0, 1)). */
-  for (int t = 0; t < s.rt->ntensors; t++) {
-    const DlrtTensor *tt = &s.rt->tensors[t];
-    if (tt->role != DLRT_ROLE_INPUT && tt->role != DLRT_ROLE_TARGET) continue;
-    float *dst = dlrt_data(ctx, t);
-    int64_t total = dlrt_numel(tt, n);
-    const DlrtField *f = have_data ? dlrt_dataset_field(&ds, tt->name) : NULL;
-    for (int64_t i = 0; i < total; i++)
-      dst[i] = f ? f->data[i]
-               : tt->role == DLRT_ROLE_TARGET
-                   ? (float)dlrt_uniform01(seed, 1000 + (uint64_t)t, (uint64_t)i)
-                   : (float)dlrt_normal(seed, 1000 + (uint64_t)t, (uint64_t)i);
-  }
+  session_fill_inputs(&s, ctx, have_data ? &ds : NULL, seed, n);
 
   /* The JIT first: it sets dropout's training mode and seed, which the
    * interpreter then reads with the other leaves. */

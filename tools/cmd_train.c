@@ -273,27 +273,35 @@ static const char compile_help[] =
     "declares them.  Link the object with the runtime library (libdlrt.a) and -lm.\n"
     "\n"
     "options:\n"
-    "  -o OUT.o        the object file (required)\n"
+    "  -o OUT.o        the object file (required unless --stats)\n"
     "  --header OUT.h  the header (default: OUT with .h instead of .o)\n"
     "  --model NAME    the model to compile\n"
     "  --prefix NAME   symbol prefix (default: the model's name)\n"
     "  --batch B       largest batch the entry points accept (default: train block, else 32)\n"
     "  --lr X          default learning rate of train_step\n"
+    "  --stats         print the plan: kernels and FLOPs per entry point, the\n"
+    "                  arena's bytes against the sum of all buffers\n"
     "  -O0 .. -O3      LLVM optimisation level\n";
 
 int cmd_compile(int argc, char **argv) {
   DriverOptions o;
-  int rc = parse_command_args(
-      &o, argc, argv, "-o --header --model --prefix --batch --lr -O0 -O1 -O2 -O3", compile_help);
+  int rc = parse_command_args(&o, argc, argv,
+                              "-o --header --model --prefix --batch --lr --stats -O0 -O1 -O2 -O3",
+                              compile_help);
   if (rc) return rc == 2 ? 0 : 1;
-  if (!o.output) {
-    driver_error("'dlcc compile' needs -o OUT.o");
+  if (!o.output && !o.stats) {
+    driver_error("'dlcc compile' needs -o OUT.o (or --stats)");
     return 1;
   }
   Session s = {0};
   int status = 1;
   char *header_path = NULL;
   if (!session_lower(&s, &o) || !session_plan(&s, &o, session_batch(&s, &o))) goto done;
+  if (o.stats) print_plan_stats(stdout, &s);
+  if (!o.output) {
+    status = 0;
+    goto done;
+  }
   DlCodegenOptions co = {.target = DL_TARGET_CPU, .opt_level = o.opt_level, .prefix = o.prefix};
   if (!dl_emit_object(s.cc, s.prog, &co, o.output)) {
     driver_report(&s);

@@ -19,6 +19,7 @@ static const char usage_text[] =
     "  compile    write an object file and a C header for a model\n"
     "  emit       print a stage of the compiler: tokens ast ir ir-grad llvm asm ptx\n"
     "  gradcheck  check every parameter's gradient against finite differences\n"
+    "  bench      time the compiled training step (and inference) on random data\n"
     "\n"
     "  dlcc <command> --help   options of a command\n"
     "  dlcc --version          version\n";
@@ -40,6 +41,8 @@ void options_init(DriverOptions *o) {
   o->seed = -1;
   o->tol = 1e-4;
   o->opt_level = 3;
+  o->steps = -1;
+  o->threads = -1;
 }
 
 static bool allowed_opt(const char *allowed, const char *name) {
@@ -85,6 +88,14 @@ int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const ch
     o->verbose = true;
     return 1;
   }
+  if (!strcmp(a, "--stats")) {
+    o->stats = true;
+    return 1;
+  }
+  if (!strcmp(a, "--infer")) {
+    o->infer = true;
+    return 1;
+  }
   if (!strcmp(a, "-O0") || !strcmp(a, "-O1") || !strcmp(a, "-O2") || !strcmp(a, "-O3")) {
     o->opt_level = a[2] - '0';
     return 1;
@@ -123,6 +134,12 @@ int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const ch
   } else if (!strcmp(a, "--batch")) {
     if (!parse_int(a, v, 1, &x)) return -1;
     o->batch = x;
+  } else if (!strcmp(a, "--steps")) {
+    if (!parse_int(a, v, 1, &x)) return -1;
+    o->steps = x;
+  } else if (!strcmp(a, "--threads")) {
+    if (!parse_int(a, v, 1, &x)) return -1;
+    o->threads = x;
   } else if (!strcmp(a, "--seed")) {
     if (!parse_int(a, v, 0, &x)) return -1;
     o->seed = x;
@@ -176,6 +193,7 @@ static int dispatch(const char *cmd, int argc, char **argv) {
   if (!strcmp(cmd, "compile")) return cmd_compile(argc, argv);
   if (!strcmp(cmd, "emit")) return cmd_emit(argc, argv);
   if (!strcmp(cmd, "gradcheck")) return cmd_gradcheck(argc, argv);
+  if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
   driver_error("unknown command '%s' (see 'dlcc --help')", cmd);
   return 1;
 }

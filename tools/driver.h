@@ -35,6 +35,11 @@ typedef struct DriverOptions {
   int opt_level;
   bool quiet;
   bool verbose;
+  bool stats;       /* compile --stats */
+  bool infer;       /* bench --infer */
+  bool no_simplify; /* plan the graph as autodiff left it (emit ir-grad) */
+  int64_t steps;    /* bench --steps, -1: default */
+  int64_t threads;  /* bench --threads, -1: default */
 } DriverOptions;
 
 /* Everything compiled from one source file for one model. */
@@ -46,6 +51,7 @@ typedef struct Session {
   DlProgram *prog;
   DlJit *jit;
   const DlrtProgram *rt; /* the JIT's program table */
+  DlSimplifyStats simplified;
   bool color;
 } Session;
 
@@ -71,6 +77,11 @@ bool session_load_train_data(Session *s, DlrtDataset *ds);
 /* Rows of a CSV whose columns are the model's inputs then (optionally) its
  * targets, in declaration order. */
 bool session_load_input_csv(Session *s, const char *path, DlrtDataset *ds, bool *has_targets);
+/* Fill the context's inputs and targets for a batch of n rows: the first
+ * rows of ds where it has the field (ds may be NULL), else seeded random
+ * values, N(0, 1) for inputs and U(0, 1) for targets. */
+void session_fill_inputs(Session *s, DlrtContext *ctx, const DlrtDataset *ds, uint64_t seed,
+                         int64_t n);
 /* The batch size the train block and flags ask for. */
 int64_t session_batch(const Session *s, const DriverOptions *o);
 
@@ -82,6 +93,9 @@ int cmd_run(int argc, char **argv);
 int cmd_compile(int argc, char **argv);
 int cmd_emit(int argc, char **argv);
 int cmd_gradcheck(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+/* The plan's kernels, FLOPs and memory (compile --stats, bench). */
+void print_plan_stats(FILE *out, const Session *s);
 
 /* Argument parsing shared by the commands: returns the number of argv
  * entries consumed (1 or 2) for a recognised option, 0 for an unrecognised

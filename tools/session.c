@@ -67,6 +67,10 @@ bool session_plan(Session *s, const DriverOptions *o, int64_t max_batch) {
       return false;
     }
   }
+  if (!o->no_simplify && !dl_simplify(g, &s->simplified)) {
+    driver_report(s);
+    return false;
+  }
   s->prog = dl_plan(g, max_batch);
   if (!s->prog || dl_failed(s->cc)) {
     driver_report(s);
@@ -171,6 +175,22 @@ bool session_load_input_csv(Session *s, const char *path, DlrtDataset *ds, bool 
   }
   driver_error("%s", err.msg);
   return false;
+}
+
+void session_fill_inputs(Session *s, DlrtContext *ctx, const DlrtDataset *ds, uint64_t seed,
+                         int64_t n) {
+  for (int t = 0; t < s->rt->ntensors; t++) {
+    const DlrtTensor *tt = &s->rt->tensors[t];
+    if (tt->role != DLRT_ROLE_INPUT && tt->role != DLRT_ROLE_TARGET) continue;
+    float *dst = dlrt_data(ctx, t);
+    int64_t total = dlrt_numel(tt, n);
+    const DlrtField *f = ds ? dlrt_dataset_field(ds, tt->name) : NULL;
+    for (int64_t i = 0; i < total; i++)
+      dst[i] = f ? f->data[i]
+               : tt->role == DLRT_ROLE_TARGET
+                   ? (float)dlrt_uniform01(seed, 1000 + (uint64_t)t, (uint64_t)i)
+                   : (float)dlrt_normal(seed, 1000 + (uint64_t)t, (uint64_t)i);
+  }
 }
 
 /* ---- printing ---- */

@@ -993,17 +993,21 @@ static Case build_new_ops(void) {
 }
 
 static void test_new_ops_training(void) {
-  static const DlEntryKind entries[] = {DL_ENTRY_FORWARD, DL_ENTRY_GRAD, DL_ENTRY_TRAIN};
-  for (int k = 0; k < 2; k++)
-    for (size_t e = 0; e < 3; e++) {
-      Case c = build_new_ops();
-      char what[64];
-      snprintf(what, sizeof what, "new ops %s%s", dl_entry_names[entries[e]],
-               k ? " (GPU kernels)" : "");
-      c.what = what;
-      case_run_entry(&c, entries[e], 3, k ? GPU_GRID : CPU_LOOPS);
-      dl_compiler_free(c.cc);
-    }
+  /* grad compares the loss and every gradient; train_step the output, the
+   * loss and every updated parameter (forward's kernels are among them). */
+  static const struct {
+    DlEntryKind entry;
+    Kernels kernels;
+  } runs[] = {{DL_ENTRY_GRAD, CPU_LOOPS}, {DL_ENTRY_GRAD, GPU_GRID}, {DL_ENTRY_TRAIN, CPU_LOOPS}};
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    Case c = build_new_ops();
+    char what[64];
+    snprintf(what, sizeof what, "new ops %s%s", dl_entry_names[runs[i].entry],
+             runs[i].kernels == GPU_GRID ? " (GPU kernels)" : "");
+    c.what = what;
+    case_run_entry(&c, runs[i].entry, runs[i].kernels == GPU_GRID ? 1 : 3, runs[i].kernels);
+    dl_compiler_free(c.cc);
+  }
 }
 
 /* A two-layer classifier with every kind of op in its forward and backward

@@ -3,6 +3,7 @@
  * the reference interpreter worked out by hand. */
 #include "check.h"
 #include "../../ir/ir.h"
+#include "../../passes/passes.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -230,11 +231,52 @@ static void test_interp(void) {
   dl_compiler_free(cc);
 }
 
+/* Common-subexpression elimination merges equal ops and keeps apart those
+ * whose attributes differ (dropouts differ by their streams). */
+static void test_cse(void) {
+  DlCompiler *cc = dl_compiler_new();
+  DlGraph *g = dl_graph_new(cc, "m");
+  DlNodeId x = dl_input(g, at, "x", SHAPE(N, 2, 6, 6), DL_ROLE_INPUT);
+  DlNodeId w = dl_param(g, at, "w", SHAPE(2, 2, 3, 3), (DlInit){.kind = DL_INIT_ZERO});
+  DlNodeId pair[7][2];
+  for (int k = 0; k < 2; k++) {
+    pair[0][k] = dl_slice(g, at, x, (int64_t[]){0, 0, 1, 0}, (int64_t[]){N, 2, 4, 6});
+    pair[1][k] = dl_slice(g, at, x, (int64_t[]){0, 0, k, 0}, (int64_t[]){N, 2, 3 + k, 6});
+    pair[2][k] = dl_conv2d(g, at, x, w, 1, 1, 1, 1);
+    pair[3][k] = dl_conv2d(g, at, x, w, 1, 1, k, 1 - k);
+    pair[4][k] = dl_pool2d(g, DL_OP_MAXPOOL2D, at, x, 2, 2, 2, 1 + k);
+    pair[5][k] = dl_permute(g, at, x, k ? (int[]){0, 1, 3, 2} : (int[]){0, 1, 3, 2});
+    pair[6][k] = dl_dropout(g, at, x, 0.5);
+  }
+  const bool merged[7] = {true, false, true, false, false, true, false};
+  DlNodeId sum = DL_NONE;
+  for (int i = 0; i < 7; i++)
+    for (int k = 0; k < 2; k++) {
+      DlNodeId r = dl_reduce(g, DL_OP_SUM, at, pair[i][k], 0, false);
+      sum = sum == DL_NONE ? r : dl_binary(g, DL_OP_ADD, at, sum, r);
+    }
+  g->loss = sum;
+  CHECK(dl_simplify(g, NULL));
+  /* The sums' inputs show which nodes stand for which. */
+  int at_sum = 0;
+  DlNodeId seen[14];
+  for (DlNodeId id = 0; id < g->nnodes; id++)
+    if (g->nodes[id].op == DL_OP_SUM && at_sum < 14) seen[at_sum++] = g->nodes[id].in[0];
+  CHECK(at_sum == 14);
+  for (int i = 0; at_sum == 14 && i < 7; i++)
+    if ((seen[2 * i] == seen[2 * i + 1]) != merged[i]) {
+      fprintf(stderr, "pair %d: %s\n", i, merged[i] ? "not merged" : "merged");
+      check_failures++;
+    }
+  dl_compiler_free(cc);
+}
+
 int main(void) {
   test_shapes();
   test_errors();
   test_print();
   test_interp();
+  test_cse();
   if (check_failures) {
     fprintf(stderr, "test_ir_ops: %d checks failed\n", check_failures);
     return 1;

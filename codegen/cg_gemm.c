@@ -1,0 +1,469 @@
+/* cg_gemm.c - the CPU matrix product: a packed, cache-blocked GEMM with a
+ * register-blocked micro-kernel, generated as LLVM IR.
+ *
+ *     C[m, p] = op(A) @ op(B),  op(A) [m, k], op(B) [k, p], C row-major
+ *
+ * The structure is the one of BLIS and OpenBLAS (Goto's algorithm):
+ *
+ *   for jc in p by NC:                       B block (KC x NC) in L2/L3
+ *     for pc in k by KC:
+ *       pack B[pc.., jc..] into panels of NR columns, k-major, zero-padded
+ *       for ic in m by MC:                   A block (MC x KC) in L2
+ *         pack A[ic.., pc..] into panels of MR rows, k-major, zero-padded
+ *         for jr in nc by NR:                one B panel stays in L1
+ *           for ir in mc by MR:
+ *             micro-kernel: MR x NR accumulators in vector registers,
+ *             one rank-1 update per k (NR/VL vector loads of B, MR
+ *             broadcasts of A, MR*NR/VL fused multiply-adds)
+ *             store (first k block) or add (later ones) into C;
+ *             edge tiles go through a small buffer
+ *
+ * Packing makes the micro-kernel's loads contiguous and aligned whatever the
+ * transposition of A and B (ta/tb only change the packing loops), and the
+ * zero padding lets every tile run the same full-size kernel: remainders cost
+ * wasted lanes, never a second kernel.
+ *
+ * The vector width is the host's (LLVMGetHostCPUFeatures, as for every
+ * function of the module): 16 floats with AVX-512 (32 vector registers: a
+ * 12 x 32 tile, 24 accumulators), 8 with AVX/AVX2 (16 registers: 6 x 16, 12
+ * accumulators, the classic Haswell kernel), 4 otherwise.  The multiply-add
+ * is llvm.fmuladd: fused where the CPU has FMA, never a libcall where it
+ * has not.
+ *
+ * One function per transposition case is emitted into the module (at most
+ * four), taking m, k and p at run time, so a size that depends on the batch
+ * dimension needs no recompilation; kernels call it once per matrix of the
+ * batch.  The packing buffers are on the stack (at most (MC + NC) * KC + MR *
+ * NR floats, about 0.6 MiB), so calls are reentrant: a thread pool can later
+ * run several at once.
+ */
+#include "cg_internal.h"
+
+#include <llvm-c/DebugInfo.h>
+
+#include <string.h>
+
+/* Blocking for one vector width. */
+typedef struct GemmGeom {
+  int lanes;  /* floats per vector register */
+  int mr, nv; /* micro-tile: mr rows x nv vectors of columns */
+  int nr;     /* nv * lanes */
+  int kc, mc, nc;
+} GemmGeom;
+
+static GemmGeom gemm_geom(const Cg *cg) {
+  const char *feat = cg->features ? cg->features : "";
+  GemmGeom g;
+  if (strstr(feat, "+avx512f"))
+    g = (GemmGeom){.lanes = 16, .mr = 12, .nv = 2, .kc = 256, .mc = 144, .nc = 512};
+  else if (strstr(feat, "+avx"))
+    g = (GemmGeom){.lanes = 8, .mr = 6, .nv = 2, .kc = 256, .mc = 120, .nc = 512};
+  else
+    g = (GemmGeom){.lanes = 4, .mr = 6, .nv = 2, .kc = 256, .mc = 120, .nc = 512};
+  g.nr = g.nv * g.lanes;
+  return g;
+}
+
+/* The function being built. */
+typedef struct Gemm {
+  Cg *cg;
+  LLVMBuilderRef b;
+  LLVMValueRef fn;
+  GemmGeom geo;
+  bool ta, tb;
+  LLVMTypeRef t_vec;
+  LLVMValueRef c, a, bm; /* C, A, B */
+  LLVMValueRef m, k, p;  /* i64 sizes */
+  LLVMValueRef a_i, a_k; /* A's element strides along i and k */
+  LLVMValueRef b_k, b_j; /* B's along k and j */
+  LLVMValueRef ap, bp;   /* packed A block, packed B block */
+  LLVMValueRef tile;     /* MR x NR floats for edge tiles */
+  bool plain_loops;      /* loops closed now are neither unrolled nor vectorised */
+} Gemm;
+
+static LLVMValueRef ci(Gemm *g, int64_t v) {
+  return LLVMConstInt(g->cg->t_i64, (unsigned long long)v, true);
+}
+static LLVMValueRef add(Gemm *g, LLVMValueRef x, LLVMValueRef y) {
+  return LLVMBuildNSWAdd(g->b, x, y, "");
+}
+static LLVMValueRef sub(Gemm *g, LLVMValueRef x, LLVMValueRef y) {
+  return LLVMBuildNSWSub(g->b, x, y, "");
+}
+static LLVMValueRef mul(Gemm *g, LLVMValueRef x, LLVMValueRef y) {
+  return LLVMBuildNSWMul(g->b, x, y, "");
+}
+static LLVMValueRef min64(Gemm *g, LLVMValueRef x, LLVMValueRef y) {
+  return LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, x, y, ""), x, y, "");
+}
+static LLVMValueRef gep(Gemm *g, LLVMValueRef base, LLVMValueRef off) {
+  return LLVMBuildInBoundsGEP2(g->b, g->cg->t_f32, base, &off, 1, "");
+}
+static LLVMValueRef load(Gemm *g, LLVMTypeRef t, LLVMValueRef ptr, unsigned align) {
+  LLVMValueRef v = LLVMBuildLoad2(g->b, t, ptr, "");
+  LLVMSetAlignment(v, align);
+  return v;
+}
+static void store(Gemm *g, LLVMValueRef v, LLVMValueRef ptr, unsigned align) {
+  LLVMSetAlignment(LLVMBuildStore(g->b, v, ptr), align);
+}
+
+/* for (iv = start; iv < end; iv += step), with up to GEMM_MAX_CARRY values
+ * carried around the loop as phis (the micro-kernel's accumulators). */
+#define GEMM_MAX_CARRY 64
+
+typedef struct GLoop {
+  LLVMBasicBlockRef header, exit;
+  LLVMValueRef iv;
+  int ncarry;
+  LLVMValueRef carry[GEMM_MAX_CARRY]; /* the phis: the values in the body */
+} GLoop;
+
+static LLVMValueRef loop_open(Gemm *g, GLoop *l, LLVMValueRef start, LLVMValueRef end,
+                              const LLVMValueRef *init, int ncarry) {
+  Cg *cg = g->cg;
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
+  l->header = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "gloop");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "gbody");
+  l->exit = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "gdone");
+  LLVMBuildBr(g->b, l->header);
+  LLVMPositionBuilderAtEnd(g->b, l->header);
+  l->iv = LLVMBuildPhi(g->b, cg->t_i64, "");
+  LLVMAddIncoming(l->iv, &start, &pre, 1);
+  l->ncarry = ncarry;
+  for (int i = 0; i < ncarry; i++) {
+    l->carry[i] = LLVMBuildPhi(g->b, LLVMTypeOf(init[i]), "");
+    LLVMValueRef v = init[i];
+    LLVMAddIncoming(l->carry[i], &v, &pre, 1);
+  }
+  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, l->iv, end, ""), body, l->exit);
+  LLVMPositionBuilderAtEnd(g->b, body);
+  return l->iv;
+}
+
+/* Close the loop; next[] are the carried values at the end of the body.
+ * After the loop the builder is in the exit block, where l->carry[] hold
+ * the final values. */
+static void loop_close(Gemm *g, GLoop *l, LLVMValueRef step, const LLVMValueRef *next) {
+  LLVMValueRef iv_next = add(g, l->iv, step);
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
+  LLVMAddIncoming(l->iv, &iv_next, &latch, 1);
+  for (int i = 0; i < l->ncarry; i++) {
+    LLVMValueRef v = next[i];
+    LLVMAddIncoming(l->carry[i], &v, &latch, 1);
+  }
+  LLVMValueRef br = LLVMBuildBr(g->b, l->header);
+  LLVMPositionBuilderAtEnd(g->b, l->exit);
+  if (g->plain_loops) {
+    /* !llvm.loop !{self, !{"llvm.loop.unroll.disable"},
+     *              !{"llvm.loop.vectorize.enable", i1 false}} */
+    LLVMContextRef ctx = g->cg->ctx;
+    LLVMMetadataRef unroll = LLVMMDStringInContext2(ctx, "llvm.loop.unroll.disable", 24);
+    LLVMMetadataRef vec[2] = {
+        LLVMMDStringInContext2(ctx, "llvm.loop.vectorize.enable", 26),
+        LLVMValueAsMetadata(LLVMConstInt(LLVMInt1TypeInContext(ctx), 0, false))};
+    LLVMMetadataRef tmp = LLVMTemporaryMDNode(ctx, NULL, 0);
+    LLVMMetadataRef ops[3] = {tmp, LLVMMDNodeInContext2(ctx, &unroll, 1),
+                              LLVMMDNodeInContext2(ctx, vec, 2)};
+    LLVMMetadataRef self = LLVMMDNodeInContext2(ctx, ops, 3);
+    LLVMMetadataReplaceAllUsesWith(tmp, self);
+    unsigned kind = LLVMGetMDKindIDInContext(ctx, "llvm.loop", 9);
+    LLVMSetMetadata(br, kind, LLVMMetadataAsValue(ctx, self));
+  }
+}
+
+static LLVMValueRef loop_simple(Gemm *g, GLoop *l, LLVMValueRef start, LLVMValueRef end) {
+  return loop_open(g, l, start, end, NULL, 0);
+}
+
+/* if (cond) { then } else { otherwise }: returns the two blocks and the join;
+ * the builder is left in `then`. */
+typedef struct GIf {
+  LLVMBasicBlockRef then, otherwise, join;
+} GIf;
+
+static void if_open(Gemm *g, GIf *f, LLVMValueRef cond) {
+  Cg *cg = g->cg;
+  f->then = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "gthen");
+  f->otherwise = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "gelse");
+  f->join = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "gjoin");
+  LLVMBuildCondBr(g->b, cond, f->then, f->otherwise);
+  LLVMPositionBuilderAtEnd(g->b, f->then);
+}
+static void if_else(Gemm *g, GIf *f) {
+  LLVMBuildBr(g->b, f->join);
+  LLVMPositionBuilderAtEnd(g->b, f->otherwise);
+}
+static void if_close(Gemm *g, GIf *f) {
+  LLVMBuildBr(g->b, f->join);
+  LLVMPositionBuilderAtEnd(g->b, f->join);
+}
+
+/* ---- packing ---------------------------------------------------------------
+ *
+ * A panel holds `width` (MR or NR) rows of the panel's index r (i for A, j
+ * for B) for kc values of k, k-major: dst[kk * width + r].  The source
+ * element (r, kk) is at src + r * s_r + kk * s_k.  Rows past `valid` are
+ * zero.  The loop order reads the source contiguously: r innermost when it
+ * is the unit-stride index, kk innermost otherwise. */
+static void pack_panel(Gemm *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef valid,
+                       LLVMValueRef kc, int width, LLVMValueRef s_r, LLVMValueRef s_k,
+                       bool r_contiguous) {
+  LLVMValueRef zero = LLVMConstReal(g->cg->t_f32, 0.0), w = ci(g, width);
+  GLoop lo, li;
+  if (r_contiguous) {
+    LLVMValueRef kk = loop_simple(g, &lo, ci(g, 0), kc);
+    LLVMValueRef srow = gep(g, src, mul(g, kk, s_k)), drow = gep(g, dst, mul(g, kk, w));
+    LLVMValueRef r = loop_simple(g, &li, ci(g, 0), valid);
+    store(g, load(g, g->cg->t_f32, gep(g, srow, mul(g, r, s_r)), 4), gep(g, drow, r), 4);
+    g->plain_loops = false;
+    loop_close(g, &li, ci(g, 1), NULL);
+    g->plain_loops = true;
+    r = loop_simple(g, &li, valid, w);
+    store(g, zero, gep(g, drow, r), 4);
+    loop_close(g, &li, ci(g, 1), NULL);
+    loop_close(g, &lo, ci(g, 1), NULL);
+    return;
+  }
+  LLVMValueRef r = loop_simple(g, &lo, ci(g, 0), valid);
+  LLVMValueRef scol = gep(g, src, mul(g, r, s_r)), dcol = gep(g, dst, r);
+  LLVMValueRef kk = loop_simple(g, &li, ci(g, 0), kc);
+  store(g, load(g, g->cg->t_f32, gep(g, scol, mul(g, kk, s_k)), 4), gep(g, dcol, mul(g, kk, w)), 4);
+  loop_close(g, &li, ci(g, 1), NULL);
+  loop_close(g, &lo, ci(g, 1), NULL);
+  r = loop_simple(g, &lo, valid, w);
+  dcol = gep(g, dst, r);
+  kk = loop_simple(g, &li, ci(g, 0), kc);
+  store(g, zero, gep(g, dcol, mul(g, kk, w)), 4);
+  loop_close(g, &li, ci(g, 1), NULL);
+  loop_close(g, &lo, ci(g, 1), NULL);
+}
+
+/* Pack `rows` rows (i of A or j of B) starting at src into consecutive
+ * panels of `width` rows each. */
+static void pack_block(Gemm *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rows,
+                       LLVMValueRef kc, int width, LLVMValueRef s_r, LLVMValueRef s_k,
+                       bool r_contiguous) {
+  GLoop l;
+  LLVMValueRef r0 = loop_simple(g, &l, ci(g, 0), rows);
+  LLVMValueRef valid = min64(g, ci(g, width), sub(g, rows, r0));
+  pack_panel(g, gep(g, dst, mul(g, r0, kc)), gep(g, src, mul(g, r0, s_r)), valid, kc, width, s_r,
+             s_k, r_contiguous);
+  loop_close(g, &l, ci(g, width), NULL);
+}
+
+/* ---- the micro-kernel ------------------------------------------------------ */
+
+static LLVMValueRef splat(Gemm *g, LLVMValueRef x) {
+  LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(g->t_vec), x,
+                                          LLVMConstInt(g->cg->t_i32, 0, false), "");
+  LLVMValueRef mask = LLVMConstNull(LLVMVectorType(g->cg->t_i32, (unsigned)g->geo.lanes));
+  return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(g->t_vec), mask, "");
+}
+
+static LLVMValueRef fmuladd(Gemm *g, LLVMValueRef x, LLVMValueRef y, LLVMValueRef acc) {
+  Cg *cg = g->cg;
+  static const char name[] = "llvm.fmuladd";
+  unsigned id = LLVMLookupIntrinsicID(name, sizeof name - 1);
+  LLVMTypeRef ty = g->t_vec;
+  LLVMValueRef decl = LLVMGetIntrinsicDeclaration(cg->mod, id, &ty, 1);
+  LLVMValueRef args[3] = {x, y, acc};
+  return LLVMBuildCall2(g->b, LLVMIntrinsicGetType(cg->ctx, id, &ty, 1), decl, args, 3, "");
+}
+
+/* acc[r * nv + v] += sum over kk of Ap[kk * MR + r] * Bp[kk * NR + v * VL ..]:
+ * returns the final accumulators in acc (which starts at zero). */
+static void micro_kernel(Gemm *g, LLVMValueRef apanel, LLVMValueRef bpanel, LLVMValueRef kc,
+                         LLVMValueRef *acc) {
+  const GemmGeom *geo = &g->geo;
+  int nacc = geo->mr * geo->nv;
+  LLVMValueRef init[GEMM_MAX_CARRY];
+  for (int i = 0; i < nacc; i++)
+    init[i] = LLVMConstNull(g->t_vec);
+  GLoop l;
+  LLVMValueRef kk = loop_open(g, &l, ci(g, 0), kc, init, nacc);
+  LLVMValueRef arow = gep(g, apanel, mul(g, kk, ci(g, geo->mr)));
+  LLVMValueRef brow = gep(g, bpanel, mul(g, kk, ci(g, geo->nr)));
+  LLVMValueRef bv[8];
+  unsigned valign = (unsigned)geo->lanes * 4;
+  for (int v = 0; v < geo->nv; v++)
+    bv[v] = load(g, g->t_vec, gep(g, brow, ci(g, (int64_t)v * geo->lanes)), valign);
+  LLVMValueRef next[GEMM_MAX_CARRY];
+  for (int r = 0; r < geo->mr; r++) {
+    LLVMValueRef av = splat(g, load(g, g->cg->t_f32, gep(g, arow, ci(g, r)), 4));
+    for (int v = 0; v < geo->nv; v++)
+      next[r * geo->nv + v] = fmuladd(g, av, bv[v], l.carry[r * geo->nv + v]);
+  }
+  g->plain_loops = false;
+  loop_close(g, &l, ci(g, 1), next);
+  g->plain_loops = true;
+  for (int i = 0; i < nacc; i++)
+    acc[i] = l.carry[i];
+}
+
+/* Write a tile: C = acc on the first k block, C += acc on later ones. */
+static void store_tile(Gemm *g, LLVMValueRef ctile, LLVMValueRef mr, LLVMValueRef nr,
+                       LLVMValueRef first, LLVMValueRef *acc) {
+  const GemmGeom *geo = &g->geo;
+  Cg *cg = g->cg;
+  LLVMValueRef full = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, mr, ci(g, geo->mr), ""),
+                                   LLVMBuildICmp(g->b, LLVMIntEQ, nr, ci(g, geo->nr), ""), "");
+  GIf whole;
+  if_open(g, &whole, full);
+  {
+    /* Straight vector stores (C's rows need not be aligned). */
+    GIf fresh;
+    if_open(g, &fresh, first);
+    for (int pass = 0; pass < 2; pass++) {
+      for (int r = 0; r < geo->mr; r++) {
+        LLVMValueRef crow = gep(g, ctile, mul(g, ci(g, r), g->p));
+        for (int v = 0; v < geo->nv; v++) {
+          LLVMValueRef ptr = gep(g, crow, ci(g, (int64_t)v * geo->lanes));
+          LLVMValueRef val = acc[r * geo->nv + v];
+          if (pass == 1) val = LLVMBuildFAdd(g->b, load(g, g->t_vec, ptr, 4), val, "");
+          store(g, val, ptr, 4);
+        }
+      }
+      if (pass == 0) if_else(g, &fresh);
+    }
+    if_close(g, &fresh);
+  }
+  if_else(g, &whole);
+  {
+    /* An edge tile: through the buffer, then element by element. */
+    unsigned valign = (unsigned)geo->lanes * 4;
+    for (int r = 0; r < geo->mr; r++)
+      for (int v = 0; v < geo->nv; v++)
+        store(g, acc[r * geo->nv + v],
+              gep(g, g->tile, ci(g, (int64_t)r * geo->nr + (int64_t)v * geo->lanes)), valign);
+    GLoop lr, lj;
+    LLVMValueRef r = loop_simple(g, &lr, ci(g, 0), mr);
+    LLVMValueRef crow = gep(g, ctile, mul(g, r, g->p));
+    LLVMValueRef trow = gep(g, g->tile, mul(g, r, ci(g, geo->nr)));
+    LLVMValueRef j = loop_simple(g, &lj, ci(g, 0), nr);
+    LLVMValueRef val = load(g, cg->t_f32, gep(g, trow, j), 4);
+    LLVMValueRef old = LLVMBuildSelect(g->b, first, LLVMConstReal(cg->t_f32, 0.0),
+                                       load(g, cg->t_f32, gep(g, crow, j), 4), "");
+    store(g, LLVMBuildFAdd(g->b, old, val, ""), gep(g, crow, j), 4);
+    loop_close(g, &lj, ci(g, 1), NULL);
+    loop_close(g, &lr, ci(g, 1), NULL);
+  }
+  if_close(g, &whole);
+}
+
+/* ---- the function ------------------------------------------------------------ */
+
+static LLVMValueRef stack_buffer(Gemm *g, int64_t floats, const char *name) {
+  LLVMValueRef buf = LLVMBuildArrayAlloca(g->b, g->cg->t_f32, ci(g, floats), name);
+  LLVMSetAlignment(buf, 64);
+  return buf;
+}
+
+static void gemm_body(Gemm *g) {
+  const GemmGeom *geo = &g->geo;
+  Cg *cg = g->cg;
+  /* The element strides of A ([m, k], or [k, m] when transposed) and B
+   * ([k, p], or [p, k]). */
+  g->a_i = g->ta ? ci(g, 1) : g->k;
+  g->a_k = g->ta ? g->m : ci(g, 1);
+  g->b_k = g->tb ? ci(g, 1) : g->p;
+  g->b_j = g->tb ? g->k : ci(g, 1);
+  g->ap = stack_buffer(g, (int64_t)geo->mc * geo->kc, "apack");
+  g->bp = stack_buffer(g, (int64_t)geo->kc * geo->nc, "bpack");
+  g->tile = stack_buffer(g, (int64_t)geo->mr * geo->nr, "tile");
+  /* Only the micro-kernel and the contiguous packing copies are worth
+   * LLVM's unrolling and vectorising; elsewhere those cost JIT time and
+   * gain nothing measurable. */
+  g->plain_loops = true;
+
+  GLoop ljc, lpc, lic, ljr, lir;
+  LLVMValueRef jc = loop_simple(g, &ljc, ci(g, 0), g->p);
+  LLVMValueRef nc = min64(g, ci(g, geo->nc), sub(g, g->p, jc));
+  LLVMValueRef pc = loop_simple(g, &lpc, ci(g, 0), g->k);
+  LLVMValueRef kc = min64(g, ci(g, geo->kc), sub(g, g->k, pc));
+  LLVMValueRef first = LLVMBuildICmp(g->b, LLVMIntEQ, pc, ci(g, 0), "first");
+  /* B[pc.., jc..] into NR-column panels. */
+  LLVMValueRef bsrc = gep(g, g->bm, add(g, mul(g, pc, g->b_k), mul(g, jc, g->b_j)));
+  pack_block(g, g->bp, bsrc, nc, kc, geo->nr, g->b_j, g->b_k, !g->tb);
+
+  LLVMValueRef ic = loop_simple(g, &lic, ci(g, 0), g->m);
+  LLVMValueRef mc = min64(g, ci(g, geo->mc), sub(g, g->m, ic));
+  LLVMValueRef asrc = gep(g, g->a, add(g, mul(g, ic, g->a_i), mul(g, pc, g->a_k)));
+  pack_block(g, g->ap, asrc, mc, kc, geo->mr, g->a_i, g->a_k, g->ta);
+
+  LLVMValueRef jr = loop_simple(g, &ljr, ci(g, 0), nc);
+  LLVMValueRef nr = min64(g, ci(g, geo->nr), sub(g, nc, jr));
+  LLVMValueRef bpanel = gep(g, g->bp, mul(g, jr, kc));
+  LLVMValueRef ir = loop_simple(g, &lir, ci(g, 0), mc);
+  LLVMValueRef mr = min64(g, ci(g, geo->mr), sub(g, mc, ir));
+  LLVMValueRef apanel = gep(g, g->ap, mul(g, ir, kc));
+  LLVMValueRef acc[GEMM_MAX_CARRY];
+  micro_kernel(g, apanel, bpanel, kc, acc);
+  LLVMValueRef ctile = gep(g, g->c, add(g, mul(g, add(g, ic, ir), g->p), add(g, jc, jr)));
+  store_tile(g, ctile, mr, nr, first, acc);
+  loop_close(g, &lir, ci(g, geo->mr), NULL);
+  loop_close(g, &ljr, ci(g, geo->nr), NULL);
+  loop_close(g, &lic, ci(g, geo->mc), NULL);
+  loop_close(g, &lpc, ci(g, geo->kc), NULL);
+  loop_close(g, &ljc, ci(g, geo->nc), NULL);
+
+  /* k == 0: the product is all zeros (the loops above never store). */
+  GLoop li;
+  GIf empty;
+  if_open(g, &empty, LLVMBuildICmp(g->b, LLVMIntEQ, g->k, ci(g, 0), ""));
+  LLVMValueRef e = loop_simple(g, &li, ci(g, 0), mul(g, g->m, g->p));
+  store(g, LLVMConstReal(cg->t_f32, 0.0), gep(g, g->c, e), 4);
+  loop_close(g, &li, ci(g, 1), NULL);
+  if_else(g, &empty);
+  if_close(g, &empty);
+  LLVMBuildRetVoid(g->b);
+}
+
+static LLVMValueRef gemm_function(Cg *cg, bool ta, bool tb) {
+  const char *name =
+      dl_arena_printf(cg->cc->arena, "%s_gemm_%c%c", cg->prefix, ta ? 't' : 'n', tb ? 't' : 'n');
+  LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+  if (fn) return fn;
+  LLVMTypeRef params[6] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i64, cg->t_i64};
+  fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 6, false));
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  static const char *const fn_attrs[] = {"nounwind", "noinline"};
+  for (int i = 0; i < 2; i++) {
+    unsigned kind = LLVMGetEnumAttributeKindForName(fn_attrs[i], strlen(fn_attrs[i]));
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateEnumAttribute(cg->ctx, kind, 0));
+  }
+  for (unsigned i = 1; i <= 3; i++) {
+    static const char *const ptr_attrs[] = {"noalias", "nocapture"};
+    for (int j = 0; j < 2; j++) {
+      unsigned kind = LLVMGetEnumAttributeKindForName(ptr_attrs[j], strlen(ptr_attrs[j]));
+      LLVMAddAttributeAtIndex(fn, i, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
+    }
+  }
+  const char *kv[2][2] = {{"target-cpu", cg->cpu}, {"target-features", cg->features}};
+  for (int i = 0; i < 2; i++)
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateStringAttribute(cg->ctx, kv[i][0], (unsigned)strlen(kv[i][0]),
+                                                      kv[i][1], (unsigned)strlen(kv[i][1])));
+  Gemm g = {.cg = cg, .fn = fn, .geo = gemm_geom(cg), .ta = ta, .tb = tb};
+  g.t_vec = LLVMVectorType(cg->t_f32, (unsigned)g.geo.lanes);
+  static const char *const names[6] = {"c", "a", "b", "m", "k", "p"};
+  LLVMValueRef *slots[6] = {&g.c, &g.a, &g.bm, &g.m, &g.k, &g.p};
+  for (unsigned i = 0; i < 6; i++) {
+    *slots[i] = LLVMGetParam(fn, i);
+    LLVMSetValueName2(*slots[i], names[i], 1);
+  }
+  /* The caller's builder position is restored afterwards. */
+  g.b = LLVMCreateBuilderInContext(cg->ctx);
+  LLVMPositionBuilderAtEnd(g.b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+  gemm_body(&g);
+  LLVMDisposeBuilder(g.b);
+  return fn;
+}
+
+void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b,
+                  LLVMValueRef m, LLVMValueRef k, LLVMValueRef p) {
+  LLVMValueRef fn = gemm_function(cg, ta, tb);
+  LLVMValueRef args[6] = {c, a, b, m, k, p};
+  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(fn), fn, args, 6, "");
+}
