@@ -21,8 +21,7 @@ static const char gradcheck_help[] =
     "  --model NAME  the model to check\n"
     "  --seed S      seed for parameters and random inputs (default: train block, else 0)\n"
     "  --batch B     rows to use (default: min(4, rows of data))\n"
-    "  --tol X       relative tolerance (default 1e-4)\n"
-    "  -O0 .. -O3    LLVM optimisation level of the JIT (default -O3)\n";
+    "  --tol X       relative tolerance (default 1e-4)\n";
 
 /* Worst |a - b| relative to the larger magnitude of the reference. */
 static double rel_err(const double *ref, const double *got, int64_t n) {
@@ -39,8 +38,7 @@ static double rel_err(const double *ref, const double *got, int64_t n) {
 
 int cmd_gradcheck(int argc, char **argv) {
   DriverOptions o;
-  int rc = parse_command_args(&o, argc, argv, "--model --seed --batch --tol -O0 -O1 -O2 -O3",
-                              gradcheck_help);
+  int rc = parse_command_args(&o, argc, argv, "--model --seed --batch --tol", gradcheck_help);
   if (rc) return rc == 2 ? 0 : 1;
   Session s = {0};
   DlrtDataset ds = {0};
