@@ -117,7 +117,7 @@ bool cg_target_machine(DlCompiler *cc, const CgOptions *o, CgTarget *t) {
 
 /* ---- the table of named tensors ------------------------------------------------- */
 
-static DlrtInit runtime_init(DlInitKind k) {
+DlrtInit dl_runtime_init(DlInitKind k) {
   switch (k) {
   case DL_INIT_ZERO: return DLRT_INIT_ZERO;
   case DL_INIT_CONST: return DLRT_INIT_CONST;
@@ -144,7 +144,7 @@ int cg_tensors(DlCompiler *cc, const DlProgram *prog, CgTensor **out) {
     switch (nd->op) {
     case DL_OP_PARAM:
       t.role = DLRT_ROLE_PARAM;
-      t.init = runtime_init(nd->attr.param.kind);
+      t.init = dl_runtime_init(nd->attr.param.kind);
       t.a = nd->attr.param.a;
       t.b = nd->attr.param.b;
       if (t.init == DLRT_INIT_DATA) t.data = nd->attr.param.data;

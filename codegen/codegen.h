@@ -37,6 +37,10 @@ bool dl_emit_object(DlCompiler *cc, const DlProgram *prog, const DlCodegenOption
 /* The C header that goes with the object file. */
 char *dl_emit_c_header(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts);
 
+/* The runtime's code for a parameter initialiser (the program table's
+ * `init`). */
+DlrtInit dl_runtime_init(DlInitKind k);
+
 /* In-process JIT.  The returned DlrtProgram lives as long as the DlJit. */
 typedef struct DlJit DlJit;
 DlJit *dl_jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts,

@@ -3,12 +3,13 @@
 #
 #   # RUN: %dlcc emit ir %s | FileCheck %s
 #
-# Substitutions: %s the test file, %ckpt_check the checkpoint checker, %S its directory, %t a scratch path
+# Substitutions: %s the test file, %ckpt_check the checkpoint checker, %pty_drive the
+# pseudo-terminal driver, %S its directory, %t a scratch path
 # unique to the test, %dlcc the compiler, %cc the C compiler, %dlrt_lib the
 # runtime library, %dlrt_inc its header directory, %root the source tree.
 # LLVM's FileCheck and `not` come first on PATH.  A line ending in \ continues.
 # A test whose lines contain REQUIRES: ptxas is skipped (exit 77) when ptxas
-# is not installed.
+# is not installed; REQUIRES: pty, when no pseudo-terminal can be opened.
 set -u
 test_file=$1
 : "${DLCC:?}" "${LLVM_BIN:?}" "${DLCC_ROOT:?}"
@@ -25,6 +26,13 @@ if grep -q 'REQUIRES: ptxas' "$test_file"; then
     exit 77
   fi
   export PATH="$(dirname "$PTXAS"):$PATH"
+fi
+
+if grep -q 'REQUIRES: pty' "$test_file"; then
+  if ! "${PTY_DRIVE:?}" --probe; then
+    echo "SKIPPED: no pseudo-terminal"
+    exit 77
+  fi
 fi
 
 runs=()
@@ -53,6 +61,7 @@ for cmd in "${runs[@]}"; do
   cmd=${cmd//%dlrt_lib/$DLRT_LIB}
   cmd=${cmd//%dlrt_inc/$DLRT_INC}
   cmd=${cmd//%ckpt_check/$CKPT_CHECK}
+  cmd=${cmd//%pty_drive/${PTY_DRIVE:-pty_drive}}
   cmd=${cmd//%dlcc/$DLCC}
   cmd=${cmd//%cc/${CC:-cc}}
   cmd=${cmd//%root/$DLCC_ROOT}

@@ -20,6 +20,8 @@ static const char usage_text[] =
     "  emit       print a stage of the compiler: tokens ast ir ir-grad llvm asm ptx\n"
     "  gradcheck  check every parameter's gradient against finite differences\n"
     "  bench      time the compiled training step (and inference) on random data\n"
+    "  explain    work one training step through by hand: forward, chain rule, update\n"
+    "  repl       an interactive prompt: evaluate expressions, train, inspect\n"
     "\n"
     "  dlcc <command> --help   options of a command\n"
     "  dlcc --version          version\n";
@@ -194,6 +196,8 @@ static int dispatch(const char *cmd, int argc, char **argv) {
   if (!strcmp(cmd, "emit")) return cmd_emit(argc, argv);
   if (!strcmp(cmd, "gradcheck")) return cmd_gradcheck(argc, argv);
   if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+  if (!strcmp(cmd, "explain")) return cmd_explain(argc, argv);
+  if (!strcmp(cmd, "repl")) return cmd_repl(argc, argv);
   driver_error("unknown command '%s' (see 'dlcc --help')", cmd);
   return 1;
 }

@@ -53,6 +53,10 @@ typedef struct Session {
   const DlrtProgram *rt; /* the JIT's program table */
   DlSimplifyStats simplified;
   bool color;
+  /* Called by driver_report before it renders the diagnostics: the REPL maps
+   * locations in the source it synthesised back to the lines typed. */
+  void (*before_report)(struct Session *s);
+  void *user;
 } Session;
 
 /* Pipeline stages; each returns false after printing diagnostics. */
@@ -68,6 +72,8 @@ void session_free(Session *s);
 void driver_add_import_dirs(DlCompiler *cc);
 /* Print recorded diagnostics to stderr (with colour on a terminal). */
 void driver_report(Session *s);
+/* Whether diagnostics on stderr get colours (a terminal, NO_COLOR unset). */
+bool driver_want_color(void);
 /* "dlcc: error: ..." for errors without a source location. */
 void driver_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -85,14 +91,78 @@ void session_fill_inputs(Session *s, DlrtContext *ctx, const DlrtDataset *ds, ui
 /* The batch size the train block and flags ask for. */
 int64_t session_batch(const Session *s, const DriverOptions *o);
 
-/* Print a tensor like numpy: [[1, 2], [3, 4]], abbreviated when large. */
+/* ---- printing tensors (tensor_print.c) ---- */
+
+/* A growable string, always NUL-terminated once written to; free(s). */
+typedef struct StrBuf {
+  char *s;
+  size_t len, cap;
+} StrBuf;
+void strbuf_put(StrBuf *b, const char *s, size_t n);
+
+/* Values of a tensor: floats (compiled code) or doubles (the interpreter). */
+typedef struct TensorValues {
+  const float *f32; /* one of f32 and f64 is set */
+  const double *f64;
+  int rank;
+  const int64_t *dims; /* no batch markers: actual sizes */
+} TensorValues;
+
+typedef struct TensorFormat {
+  int precision;     /* significant digits */
+  int64_t threshold; /* abbreviate tensors with more elements than this */
+  int64_t edge;      /* elements kept at each end of an abbreviated axis */
+  int64_t long_axis; /* axes longer than this are abbreviated */
+  int width;         /* > 0: one line when it fits, numpy layout, wrap rows at
+                        this column; 0: one row per line, compact (dlcc run) */
+} TensorFormat;
+
+extern const TensorFormat tensor_format_run;  /* `dlcc run`: %.6g, rows on lines */
+extern const TensorFormat tensor_format_repl; /* numpy's: one line when short */
+
+/* The tensor as text (malloc'd, no newline at the end); `indent` is the
+ * column where it starts, for continuation lines. */
+char *tensor_to_string(const TensorValues *v, const TensorFormat *f, int indent);
+void print_tensor_values(FILE *out, const TensorValues *v, const TensorFormat *f, int indent);
+/* Print a tensor like numpy: [[1, 2], [3, 4]], abbreviated when large, and a
+ * newline (the format of `dlcc run`). */
 void print_tensor(FILE *out, const float *data, int rank, const int64_t *dims);
+/* "[2, 3]" into buf; returns buf. */
+char *dims_str(char *buf, size_t size, int rank, const int64_t *dims);
+
+/* ---- explain (cmd_explain.c) ---- */
+
+/* A program table with no code: the parameters and inputs of the first
+ * nnodes nodes of a graph, so the runtime can initialise parameters (same
+ * seed, same values as training), load checkpoints and check data without
+ * compiling anything. */
+typedef struct ParamTable {
+  DlrtProgram prog;
+  DlrtTensor *tensors;
+  DlNodeId *node; /* per tensor: its graph node */
+} ParamTable;
+bool param_table_init(ParamTable *t, const DlGraph *g, int nnodes, int64_t max_batch);
+void param_table_free(ParamTable *t);
+
+typedef struct ExplainParams {
+  uint64_t seed; /* initialises the parameters */
+  /* Then, if set, called to overwrite them (the REPL's current values). */
+  int (*set_params)(void *user, DlrtContext *ctx, DlrtError *err);
+  void *user;
+} ExplainParams;
+
+/* Print one training step of the lowered model in s, worked by hand (o: the
+ * --batch, --lr and --load options).  Plans s.  False after printing an
+ * error. */
+bool explain_step(Session *s, const DriverOptions *o, const ExplainParams *ep, FILE *out);
 
 int cmd_train(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_compile(int argc, char **argv);
 int cmd_emit(int argc, char **argv);
 int cmd_gradcheck(int argc, char **argv);
+int cmd_explain(int argc, char **argv);
+int cmd_repl(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 /* The plan's kernels, FLOPs and memory (compile --stats, bench). */
 void print_plan_stats(FILE *out, const Session *s);

@@ -1,17 +1,17 @@
-/* session.c - the compile pipeline as the commands use it, data loading, and
- * tensor printing. */
+/* session.c - the compile pipeline as the commands use it, and data loading. */
 #include "driver.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static bool want_color(void) {
+bool driver_want_color(void) {
   const char *term = getenv("TERM");
   return isatty(2) && !getenv("NO_COLOR") && term && strcmp(term, "dumb") != 0;
 }
 
 void driver_report(Session *s) {
+  if (s->before_report) s->before_report(s);
   if (s->cc) dl_diag_render(s->cc, stderr, s->color);
 }
 
@@ -28,7 +28,7 @@ void driver_add_import_dirs(DlCompiler *cc) {
 }
 
 bool session_parse(Session *s, const DriverOptions *o) {
-  s->color = want_color();
+  s->color = driver_want_color();
   if (!s->cc) {
     s->cc = dl_compiler_new();
     driver_add_import_dirs(s->cc);
@@ -191,37 +191,4 @@ void session_fill_inputs(Session *s, DlrtContext *ctx, const DlrtDataset *ds, ui
                    ? (float)dlrt_uniform01(seed, 1000 + (uint64_t)t, (uint64_t)i)
                    : (float)dlrt_normal(seed, 1000 + (uint64_t)t, (uint64_t)i);
   }
-}
-
-/* ---- printing ---- */
-
-static void print_axis(FILE *out, const float *data, int rank, const int64_t *dims, int axis,
-                       int64_t *at, int64_t stride_elems) {
-  if (axis == rank) {
-    fprintf(out, "%.6g", (double)data[*at]);
-    return;
-  }
-  int64_t n = dims[axis];
-  int64_t inner = 1;
-  for (int i = axis + 1; i < rank; i++)
-    inner *= dims[i];
-  fputc('[', out);
-  /* Abbreviate like numpy: first and last three when an axis is long. */
-  bool abbrev = n > 8;
-  for (int64_t i = 0; i < n; i++) {
-    if (abbrev && i == 3) {
-      fputs(", ...", out);
-      i = n - 3;
-    }
-    if (i) fputs(axis == rank - 1 ? ", " : ",\n ", out);
-    int64_t pos = *at + i * inner;
-    print_axis(out, data, rank, dims, axis + 1, &pos, stride_elems);
-  }
-  fputc(']', out);
-}
-
-void print_tensor(FILE *out, const float *data, int rank, const int64_t *dims) {
-  int64_t at = 0;
-  print_axis(out, data, rank, dims, 0, &at, 1);
-  fputc('\n', out);
 }

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake flex bison llvm-19-dev llvm-19-tools zlib1g-dev)
+packages=(build-essential cmake flex bison llvm-19-dev llvm-19-tools zlib1g-dev libedit-dev)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
