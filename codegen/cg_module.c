@@ -143,7 +143,7 @@ int cg_tensors(DlCompiler *cc, const DlProgram *prog, CgTensor **out) {
     CgTensor t = {.node = id, .shape = nd->shape, .offset = prog->offset[id], .name = nd->name};
     switch (nd->op) {
     case DL_OP_PARAM:
-      t.role = DLRT_ROLE_PARAM;
+      t.role = nd->param_role == DL_PARAM_STATE ? DLRT_ROLE_STATE : DLRT_ROLE_PARAM;
       t.init = dl_runtime_init(nd->attr.param.kind);
       t.a = nd->attr.param.a;
       t.b = nd->attr.param.b;
@@ -625,6 +625,7 @@ static const char *role_name(int role) {
   case DLRT_ROLE_CONST: return "const";
   case DLRT_ROLE_HYPER: return "hyper";
   case DLRT_ROLE_GRAD: return "grad";
+  case DLRT_ROLE_STATE: return "state";
   }
   return "?";
 }

@@ -425,6 +425,13 @@ static const char *data_path(Lower *L, const char *nnl_file, const char *path) {
   return dl_arena_printf(L->cc->arena, "%.*s/%s", (int)(slash - nnl_file), nnl_file, path);
 }
 
+/* The name of a call (or of a bare name, which counts as a call without
+ * arguments), or NULL. */
+static const char *callee_name(const AstExpr *v) {
+  const AstExpr *callee = v->kind == AST_CALL ? v->u.call.callee : v;
+  return callee->kind == AST_NAME ? callee->u.name : NULL;
+}
+
 static const Sym *data_field_target(Lower *L, const AstArg *a) {
   const Sym *sym = scope_find(L, a->name);
   if (sym && (sym->kind == SYM_INPUT || sym->kind == SYM_TARGET)) return sym;
@@ -505,13 +512,34 @@ static void lower_csv(Lower *L, const AstExpr *call, DlDataSpec *d) {
       continue;
     }
     const Sym *sym = data_field_target(L, a);
+    /* one_hot(k): column k holds class indices, expanded to the width. */
+    const AstExpr *cols = a->value;
+    bool one_hot =
+        cols->kind == AST_CALL && callee_name(cols) && strcmp(callee_name(cols), "one_hot") == 0;
+    if (one_hot) {
+      static const char *const one_hot_params[] = {"column"};
+      const AstExpr *col = NULL;
+      if (!bind_args(L, cols, "one_hot", 1, 1, one_hot_params, &col)) continue;
+      cols = col;
+    }
     int first, count;
-    if (!csv_columns(L, a->value, &first, &count) || !sym) continue;
+    if (!csv_columns(L, cols, &first, &count) || !sym) continue;
+    if (one_hot && count != 1) {
+      dl_error(L->cc, cols->loc, "one_hot() takes a single column of class indices");
+      continue;
+    }
     DlDataField *f = add_field(L, d, a);
     if (!f) continue;
     f->first = first;
     f->count = count;
-    if (sym->node != DL_NONE) {
+    f->one_hot = one_hot;
+    if (sym->node != DL_NONE && one_hot) {
+      const DlShape *shape = &dl_node(L->g, sym->node)->shape;
+      if (per_row_width(shape) < 2)
+        dl_error(L->cc, a->value->loc,
+                 "one_hot() needs %s '%s' to have a column per class, but it is declared %s",
+                 sym_kind_word(sym->kind), sym->name, shape_text(L, shape));
+    } else if (sym->node != DL_NONE) {
       const DlShape *shape = &dl_node(L->g, sym->node)->shape;
       int64_t width = per_row_width(shape);
       if (width != count)
@@ -568,15 +596,192 @@ static void lower_tensors(Lower *L, const AstExpr *call, DlDataSpec *d) {
   d->loc = call->loc;
 }
 
-static void lower_data(Lower *L, const AstExpr *v, DlDataSpec *d) {
-  const char *fname = NULL;
-  if (v->kind == AST_CALL && v->u.call.callee->kind == AST_NAME) fname = v->u.call.callee->u.name;
+/* A number (possibly negative) in [min, max]; `range` says in words what
+ * is allowed. */
+static bool expect_number(Lower *L, const AstExpr *e, const char *what, const char *range,
+                          double min, double max, double *out) {
+  double v;
+  if (!const_number(e, &v) || !(v >= min && v <= max) || !isfinite(v)) {
+    if (const_number(e, &v))
+      dl_error(L->cc, e->loc, "%s must be %s, got %g", what, range, v);
+    else
+      dl_error(L->cc, e->loc, "%s must be %s", what, range);
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+/* The signatures of the train block's functions. */
+enum { MAX_TRAIN_PARAMS = 6 };
+typedef struct TrainFn {
+  const char *name;
+  int nrequired, nparams;
+  const char *params[MAX_TRAIN_PARAMS];
+} TrainFn;
+
+static const TrainFn train_fns[] = {
+    {"idx", 2, 3, {"images", "labels", "limit"}},
+    {"mnist", 0, 2, {"split", "limit"}},
+    {"fashion_mnist", 0, 2, {"split", "limit"}},
+    {"text", 1, 3, {"path", "context", "limit"}},
+    {"sgd", 0, 4, {"lr", "momentum", "nesterov", "weight_decay"}},
+    {"adam", 0, 5, {"lr", "beta1", "beta2", "eps", "weight_decay"}},
+    {"adamw", 0, 5, {"lr", "beta1", "beta2", "eps", "weight_decay"}},
+    {"constant", 0, 1, {"warmup"}},
+    {"step", 1, 3, {"every", "gamma", "warmup"}},
+    {"cosine", 0, 2, {"min_lr", "warmup"}},
+    {"shift", 1, 1, {"pixels"}},
+    {"noise", 1, 1, {"std"}},
+};
+
+static const TrainFn *find_train_fn(const char *name) {
+  for (size_t i = 0; i < sizeof train_fns / sizeof train_fns[0]; i++)
+    if (strcmp(train_fns[i].name, name) == 0) return &train_fns[i];
+  return NULL;
+}
+
+static DlLoc callee_loc(const AstExpr *v) {
+  return v->kind == AST_CALL ? v->u.call.callee->loc : v->loc;
+}
+
+/* Bind the arguments of a train-block function call (a bare name has none). */
+static bool bind_train_args(Lower *L, const AstExpr *v, const char *fname, const AstExpr **args) {
+  const TrainFn *fn = find_train_fn(fname);
+  for (int i = 0; i < MAX_TRAIN_PARAMS; i++)
+    args[i] = NULL;
+  if (v->kind != AST_CALL) {
+    if (fn->nrequired == 0) return true;
+    dl_error(L->cc, v->loc, "'%s' needs arguments: %s(%s%s)", fname, fname, fn->params[0],
+             fn->nrequired > 1 ? ", ..." : " = ...");
+    return false;
+  }
+  return bind_args(L, v, fname, fn->nrequired, fn->nparams, fn->params, args);
+}
+
+/* "unknown X 'name' (supported: a, b, c)" with a did-you-mean note. */
+static void unknown_choice(Lower *L, DlLoc loc, const char *what, const char *name,
+                           const char *const *choices, int nchoices) {
+  char list[256] = "";
+  Suggest sg = suggest_begin(name);
+  for (int i = 0; i < nchoices; i++) {
+    size_t used = strlen(list);
+    snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", choices[i]);
+    suggest_consider(&sg, choices[i]);
+  }
+  dl_error(L->cc, loc, "unknown %s '%s' (supported: %s)", what, name, list);
+  suggest_note(L, &sg, loc);
+}
+
+/* IDX, MNIST and text data feed the model's one input and one target. */
+static bool single_fields(Lower *L, const AstExpr *call, const char *fname, DlDataSpec *d) {
+  int ninputs = 0, ntargets = 0;
+  for (int i = 0; i < L->scope.nsyms; i++) {
+    const Sym *sym = &L->scope.syms[i];
+    if (sym->kind != SYM_INPUT && sym->kind != SYM_TARGET) continue;
+    int64_t width = sym->node != DL_NONE ? per_row_width(&dl_node(L->g, sym->node)->shape) : 0;
+    if (sym->kind == SYM_INPUT && ninputs++ == 0) {
+      d->input = sym->name;
+      d->input_width = width;
+    } else if (sym->kind == SYM_TARGET && ntargets++ == 0) {
+      d->target = sym->name;
+      d->target_width = width;
+    }
+  }
+  if (ninputs == 1 && ntargets == 1) return true;
+  dl_error(L->cc, call->loc,
+           "%s() feeds one input and one target, but model '%s' has %d input%s and %d "
+           "target%s",
+           fname, L->model->name, ninputs, ninputs == 1 ? "" : "s", ntargets,
+           ntargets == 1 ? "" : "s");
+  return false;
+}
+
+static void data_limit(Lower *L, const AstExpr *e, DlDataSpec *d) {
+  int64_t n;
+  if (e && expect_int(L, e, "'limit'", "a positive integer", 1, INT64_C(1) << 53, &n)) d->limit = n;
+}
+
+static void data_path_arg(Lower *L, const AstExpr *e, const char *fname, const char *what,
+                          const char **out) {
+  if (e->kind != AST_STRING) {
+    dl_error(L->cc, e->loc, "the %s() %s must be a string", fname, what);
+    return;
+  }
+  *out = data_path(L, e->loc.file, e->u.string);
+}
+
+static void lower_idx(Lower *L, const AstExpr *call, const char *fname, DlDataSpec *d) {
+  const AstExpr *args[MAX_TRAIN_PARAMS];
+  d->loc = call->loc;
+  if (!bind_train_args(L, call, fname, args)) return;
+  single_fields(L, call, fname, d);
+  if (strcmp(fname, "idx") == 0) {
+    data_limit(L, args[2], d);
+    d->kind = DL_DATA_IDX;
+    data_path_arg(L, args[0], fname, "images path", &d->path);
+    data_path_arg(L, args[1], fname, "labels path", &d->labels);
+    return;
+  }
+  data_limit(L, args[1], d);
+  d->kind = strcmp(fname, "mnist") == 0 ? DL_DATA_MNIST : DL_DATA_FASHION_MNIST;
+  if (args[0]) {
+    const AstExpr *e = args[0];
+    if (e->kind != AST_STRING || (strcmp(e->u.string, "train") && strcmp(e->u.string, "test")))
+      dl_error(L->cc, e->loc, "'split' must be \"train\" or \"test\"");
+    else
+      d->test_split = strcmp(e->u.string, "test") == 0;
+  }
+  if (d->input && d->input_width != 784)
+    dl_error(L->cc, call->loc,
+             "%s() gives 28x28 images (784 values per row), but input '%s' takes %lld", fname,
+             d->input, (long long)d->input_width);
+}
+
+static void lower_text(Lower *L, const AstExpr *call, DlDataSpec *d) {
+  const AstExpr *args[MAX_TRAIN_PARAMS];
+  d->kind = DL_DATA_TEXT;
+  d->loc = call->loc;
+  d->context = 1;
+  if (!bind_train_args(L, call, "text", args)) return;
+  data_path_arg(L, args[0], "text", "file path", &d->path);
+  int64_t n;
+  if (args[1] && expect_int(L, args[1], "'context'", "a positive integer", 1, 4096, &n))
+    d->context = n;
+  data_limit(L, args[2], d);
+  single_fields(L, call, "text", d);
+}
+
+static void lower_data(Lower *L, const AstExpr *v, DlDataSpec *d, const char *setting) {
+  bool fraction_allowed = strcmp(setting, "data") != 0;
+  const char *fname = v->kind == AST_CALL ? callee_name(v) : NULL;
+  double f;
+  if (fraction_allowed && (v->kind == AST_NUMBER || v->kind == AST_NEG)) {
+    d->loc = v->loc;
+    if (expect_number(L, v, "a held-out fraction", "between 0 and 1", 0, 1, &f)) {
+      if (f <= 0 || f >= 1)
+        dl_error(L->cc, v->loc, "a held-out fraction must be between 0 and 1, got %g", f);
+      d->kind = DL_DATA_FRACTION;
+      d->fraction = f;
+    }
+    return;
+  }
   if (fname && strcmp(fname, "csv") == 0) {
     lower_csv(L, v, d);
   } else if (fname && strcmp(fname, "tensors") == 0) {
     lower_tensors(L, v, d);
+  } else if (fname && (strcmp(fname, "idx") == 0 || strcmp(fname, "mnist") == 0 ||
+                       strcmp(fname, "fashion_mnist") == 0)) {
+    lower_idx(L, v, fname, d);
+    return;
+  } else if (fname && strcmp(fname, "text") == 0) {
+    lower_text(L, v, d);
+    return;
   } else {
-    dl_error(L->cc, v->loc, "'data' must be csv(\"file.csv\", ...) or tensors(...)");
+    dl_error(L->cc, v->loc,
+             "'%s' must be csv(\"file.csv\", ...), tensors(...), idx(\"images\", \"labels\"), "
+             "mnist(...), fashion_mnist(...) or text(\"file\", ...)%s",
+             setting, fraction_allowed ? ", or a fraction of the data such as 0.1" : "");
     return;
   }
   /* Every input and target must be fed: the runtime has nothing else. */
@@ -594,34 +799,175 @@ static void lower_data(Lower *L, const AstExpr *v, DlDataSpec *d) {
 
 static void lower_optimizer(Lower *L, const AstExpr *v, DlTrainSpec *t) {
   t->optimizer_loc = v->loc;
-  const AstExpr *callee = v->kind == AST_CALL ? v->u.call.callee : v;
-  if (callee->kind != AST_NAME) {
+  const char *name = callee_name(v);
+  if (!name) {
     dl_error(L->cc, v->loc, "'optimizer' must be an optimizer such as sgd(lr = 0.1)");
     return;
   }
-  const char *name = callee->u.name;
-  if (strcmp(name, "sgd") != 0) {
-    dl_error(L->cc, callee->loc, "unknown optimizer '%s' (supported: sgd)", name);
-    Suggest s = suggest_begin(name);
-    suggest_consider(&s, "sgd");
-    suggest_note(L, &s, callee->loc);
+  static const char *const names[] = {"sgd", "adam", "adamw"};
+  if (strcmp(name, "sgd") && strcmp(name, "adam") && strcmp(name, "adamw")) {
+    unknown_choice(L, callee_loc(v), "optimizer", name, names, 3);
     return;
   }
-  t->optimizer = DL_OPT_SGD;
-  if (v->kind != AST_CALL) return;
-  const Builtin *b = find_builtin("sgd");
-  const AstExpr *args[1];
-  if (!bind_args(L, v, name, b->nrequired, b->nparams, b->params, args) || !args[0]) return;
-  double lr;
-  if (!const_number(args[0], &lr) || !(lr > 0) || !isfinite(lr)) {
-    dl_error(L->cc, args[0]->loc, "the learning rate 'lr' must be a positive number");
+  const AstExpr *args[MAX_TRAIN_PARAMS];
+  if (!bind_train_args(L, v, name, args)) return;
+  bool sgd = strcmp(name, "sgd") == 0;
+  t->optimizer = sgd ? DL_OPT_SGD : strcmp(name, "adam") == 0 ? DL_OPT_ADAM : DL_OPT_ADAMW;
+  t->lr = sgd ? 0.01 : 0.001;
+  t->weight_decay = t->optimizer == DL_OPT_ADAMW ? 0.01 : 0;
+  const double big = 1e30;
+  if (args[0]) {
+    double lr;
+    if (!const_number(args[0], &lr) || !(lr > 0) || !isfinite(lr))
+      dl_error(L->cc, args[0]->loc, "the learning rate 'lr' must be a positive number");
+    else
+      t->lr = lr;
+  }
+  const char *decay_word = "a non-negative number";
+  if (sgd) {
+    if (args[1])
+      expect_number(L, args[1], "'momentum'", "at least 0 and below 1", 0, 0.999999, &t->momentum);
+    if (args[2] && expect_bool(L, args[2], "'nesterov'", &t->nesterov) && t->nesterov &&
+        !(t->momentum > 0))
+      dl_error(L->cc, args[2]->loc, "Nesterov momentum needs a 'momentum' above 0");
+    if (args[3]) expect_number(L, args[3], "'weight_decay'", decay_word, 0, big, &t->weight_decay);
     return;
   }
-  t->lr = lr;
+  if (args[1])
+    expect_number(L, args[1], "'beta1'", "at least 0 and below 1", 0, 0.999999, &t->beta1);
+  if (args[2])
+    expect_number(L, args[2], "'beta2'", "at least 0 and below 1", 0, 0.999999, &t->beta2);
+  if (args[3] && expect_number(L, args[3], "'eps'", "a positive number", 0, big, &t->eps) &&
+      !(t->eps > 0))
+    dl_error(L->cc, args[3]->loc, "'eps' must be a positive number, got 0");
+  if (args[4]) expect_number(L, args[4], "'weight_decay'", decay_word, 0, big, &t->weight_decay);
 }
 
-static const char *const train_settings[] = {"data", "optimizer", "epochs", "batch", "seed"};
-enum { NSETTINGS = sizeof train_settings / sizeof train_settings[0] };
+static void lower_schedule(Lower *L, const AstExpr *v, DlTrainSpec *t) {
+  t->schedule_loc = v->loc;
+  const char *name = callee_name(v);
+  static const char *const names[] = {"constant", "step", "cosine"};
+  if (!name) {
+    dl_error(L->cc, v->loc, "'schedule' must be constant, step(every = E) or cosine()");
+    return;
+  }
+  if (strcmp(name, "constant") && strcmp(name, "step") && strcmp(name, "cosine")) {
+    unknown_choice(L, callee_loc(v), "schedule", name, names, 3);
+    return;
+  }
+  const AstExpr *args[MAX_TRAIN_PARAMS];
+  if (!bind_train_args(L, v, name, args)) return;
+  const AstExpr *warmup = NULL;
+  if (strcmp(name, "constant") == 0) {
+    t->schedule = DL_SCHEDULE_CONSTANT;
+    warmup = args[0];
+  } else if (strcmp(name, "step") == 0) {
+    t->schedule = DL_SCHEDULE_STEP;
+    int64_t n;
+    if (expect_int(L, args[0], "'every'", "a positive integer (epochs)", 1, INT64_C(1) << 53, &n))
+      t->step_every = n;
+    if (args[1]) expect_number(L, args[1], "'gamma'", "a positive number", 1e-30, 1e30, &t->gamma);
+    warmup = args[2];
+  } else {
+    t->schedule = DL_SCHEDULE_COSINE;
+    if (args[0])
+      expect_number(L, args[0], "'min_lr'", "a non-negative number", 0, 1e30, &t->min_lr);
+    warmup = args[1];
+  }
+  if (warmup)
+    expect_number(L, warmup, "'warmup'", "a non-negative number of epochs", 0, 1e9, &t->warmup);
+}
+
+static void lower_augment_one(Lower *L, const AstExpr *v, DlTrainSpec *t) {
+  const char *name = callee_name(v);
+  static const char *const names[] = {"shift", "noise"};
+  if (!name) {
+    dl_error(L->cc, v->loc, "'augment' must be shift(pixels), noise(std) or a list of them");
+    return;
+  }
+  if (strcmp(name, "shift") && strcmp(name, "noise")) {
+    unknown_choice(L, callee_loc(v), "augmentation", name, names, 2);
+    return;
+  }
+  const AstExpr *args[MAX_TRAIN_PARAMS];
+  if (!bind_train_args(L, v, name, args)) return;
+  int64_t n;
+  if (strcmp(name, "shift") == 0) {
+    if (expect_int(L, args[0], "'pixels'", "a positive integer", 1, 1 << 20, &n))
+      t->augment_shift = n;
+  } else {
+    expect_number(L, args[0], "'std'", "a positive number", 1e-30, 1e30, &t->augment_noise);
+  }
+}
+
+static void lower_augment(Lower *L, const AstExpr *v, DlTrainSpec *t) {
+  t->augment_loc = v->loc;
+  if (v->kind != AST_LIST) {
+    lower_augment_one(L, v, t);
+    return;
+  }
+  for (int i = 0; i < v->u.list.n; i++)
+    lower_augment_one(L, v->u.list.items[i], t);
+}
+
+typedef enum TrainSetting {
+  SET_DATA,
+  SET_VALIDATION,
+  SET_TEST,
+  SET_OPTIMIZER,
+  SET_SCHEDULE,
+  SET_CLIP,
+  SET_EPOCHS,
+  SET_BATCH,
+  SET_SEED,
+  SET_PATIENCE,
+  SET_RESTORE_BEST,
+  SET_AUGMENT,
+  SET_NORMALIZE,
+  NSETTINGS
+} TrainSetting;
+
+static const char *const train_settings[NSETTINGS] = {
+    "data",  "validation", "test",     "optimizer",    "schedule", "clip",     "epochs",
+    "batch", "seed",       "patience", "restore_best", "augment",  "normalize"};
+
+static void lower_setting(Lower *L, TrainSetting k, const AstStmt *s, DlTrainSpec *t) {
+  const AstExpr *v = s->value;
+  int64_t n;
+  switch (k) {
+  case SET_DATA:
+    t->data.loc = s->name_loc;
+    lower_data(L, v, &t->data, "data");
+    break;
+  case SET_VALIDATION: lower_data(L, v, &t->validation, "validation"); break;
+  case SET_TEST: lower_data(L, v, &t->test, "test"); break;
+  case SET_OPTIMIZER: lower_optimizer(L, v, t); break;
+  case SET_SCHEDULE: lower_schedule(L, v, t); break;
+  case SET_CLIP:
+    expect_number(L, v, "'clip'", "a positive number (the largest gradient norm)", 1e-30, 1e30,
+                  &t->clip);
+    break;
+  case SET_EPOCHS:
+    if (expect_int(L, v, "'epochs'", "a positive integer", 1, INT64_C(1) << 53, &n)) t->epochs = n;
+    break;
+  case SET_BATCH:
+    if (expect_int(L, v, "'batch'", "a positive integer", 1, INT64_C(1) << 53, &n)) t->batch = n;
+    break;
+  case SET_SEED:
+    if (expect_int(L, v, "'seed'", "a non-negative integer", 0, INT64_C(1) << 53, &n))
+      t->seed = (uint64_t)n;
+    break;
+  case SET_PATIENCE:
+    t->patience_loc = v->loc;
+    if (expect_int(L, v, "'patience'", "a positive integer (epochs)", 1, INT64_C(1) << 53, &n))
+      t->patience = n;
+    break;
+  case SET_RESTORE_BEST: expect_bool(L, v, "'restore_best'", &t->restore_best); break;
+  case SET_AUGMENT: lower_augment(L, v, t); break;
+  case SET_NORMALIZE: expect_bool(L, v, "'normalize'", &t->normalize); break;
+  case NSETTINGS: break;
+  }
+}
 
 static void lower_train(Lower *L, const AstBlock *tb, DlTrainSpec *t) {
   t->present = true;
@@ -654,29 +1000,16 @@ static void lower_train(Lower *L, const AstBlock *tb, DlTrainSpec *t) {
     }
     have[k] = true;
     seen[k] = s->name_loc;
-    const AstExpr *v = s->value;
-    if (!v) continue; /* a syntax error, already reported */
-    int64_t n;
-    switch (k) {
-    case 0:
-      t->data.loc = s->name_loc;
-      lower_data(L, v, &t->data);
-      break;
-    case 1: lower_optimizer(L, v, t); break;
-    case 2:
-      if (expect_int(L, v, "'epochs'", "a positive integer", 1, INT64_C(1) << 53, &n))
-        t->epochs = n;
-      break;
-    case 3:
-      if (expect_int(L, v, "'batch'", "a positive integer", 1, INT64_C(1) << 53, &n)) t->batch = n;
-      break;
-    case 4:
-      if (expect_int(L, v, "'seed'", "a non-negative integer", 0, INT64_C(1) << 53, &n))
-        t->seed = (uint64_t)n;
-      break;
-    default: break;
-    }
+    if (!s->value) continue; /* a syntax error, already reported */
+    lower_setting(L, (TrainSetting)k, s, t);
   }
+  if (t->patience > 0 && t->validation.kind == DL_DATA_NONE)
+    dl_error(L->cc, t->patience_loc,
+             "early stopping watches the validation loss: add a 'validation' setting "
+             "(e.g. validation = 0.1)");
+  if (have[SET_RESTORE_BEST] && t->restore_best && t->patience == 0)
+    dl_error(L->cc, seen[SET_RESTORE_BEST], "'restore_best' needs early stopping ('patience')");
+  if (t->patience > 0 && !have[SET_RESTORE_BEST]) t->restore_best = true;
   /* A block without data (gradcheck needs none) or a model without a loss
    * is not an error here: `dlcc train` reports those when it needs them. */
 }
@@ -723,6 +1056,10 @@ static void train_defaults(DlTrainSpec *t, const char *model) {
   t->model = model;
   t->optimizer = DL_OPT_SGD;
   t->lr = 0.01;
+  t->beta1 = 0.9;
+  t->beta2 = 0.999;
+  t->eps = 1e-8;
+  t->gamma = 0.1;
   t->epochs = 1;
   t->batch = 32;
   t->seed = 0;

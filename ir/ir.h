@@ -83,6 +83,12 @@ typedef enum DlInitKind {
   DL_INIT_DATA,    /* literal values in data (static element count floats) */
 } DlInitKind;
 
+/* What a PARAM leaf holds.  Optimiser state (momentum, Adam's moments) is a
+ * persistent leaf like a parameter, updated with ASSIGN, but it has no
+ * gradient and is saved with the optimiser state of a checkpoint, not with
+ * the model's parameters (passes/optim.c creates it, zero-initialised). */
+typedef enum DlParamRole { DL_PARAM_TRAINABLE, DL_PARAM_STATE } DlParamRole;
+
 typedef struct DlInit {
   DlInitKind kind;
   double a, b;
@@ -144,6 +150,7 @@ typedef struct DlNode {
   } attr;
   const char *name; /* leaf name ("W1", "h1.W"), or the source variable it was assigned to */
   DlLoc loc;
+  DlParamRole param_role; /* PARAM: DL_PARAM_TRAINABLE unless the optimiser made it */
 } DlNode;
 
 typedef struct DlGraph {

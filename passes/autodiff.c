@@ -294,18 +294,3 @@ bool dl_autodiff(DlGraph *g) {
   free(st.needs);
   return !dl_failed(cc);
 }
-
-bool dl_append_sgd(DlGraph *g, double lr) {
-  if (!g->grad) return false;
-  int nparams = g->ngrad;
-  DlNodeId hyper = DL_NONE;
-  for (DlNodeId p = 0; p < nparams; p++) {
-    if (g->nodes[p].op != DL_OP_PARAM || g->grad[p] == DL_NONE) continue;
-    DlLoc loc = g->nodes[p].loc;
-    if (hyper == DL_NONE) hyper = dl_hyper(g, loc, "lr", lr);
-    DlNodeId step = dl_binary(g, DL_OP_MUL, loc, hyper, g->grad[p]);
-    DlNodeId upd = dl_binary(g, DL_OP_SUB, loc, p, step);
-    dl_assign(g, loc, p, upd);
-  }
-  return !dl_failed(g->cc);
-}

@@ -1,7 +1,9 @@
 /* passes.h - graph transformations between the frontend and code generation.
  *
  *   dl_autodiff      reverse-mode gradients of the loss, as more IR
- *   dl_append_sgd    the optimizer update, as more IR (ASSIGN nodes)
+ *   dl_append_optimizer  the optimizer update, as more IR (ASSIGN nodes):
+ *                    SGD (momentum, Nesterov), Adam, AdamW, weight decay,
+ *                    gradient clipping by global norm (passes/optim.c)
  *   dl_simplify      constant folding, algebraic identities, common
  *                    subexpressions (before planning)
  *   dl_plan          entry points (forward / grad / train_step), dead-code
@@ -18,8 +20,34 @@
  * node on a path from a parameter to the loss).  Fills g->grad. */
 bool dl_autodiff(DlGraph *g);
 
-/* Append `param <- param - lr * grad` for every parameter that has a
- * gradient, with lr a HYPER node named "lr" (default value lr). */
+/* The optimizer appended to the training step.  Its state (SGD's velocity,
+ * Adam's moments) are PARAM leaves with role DL_PARAM_STATE, zero at the
+ * start, named "optim/velocity/W", "optim/m/W", "optim/v/W" for parameter W.
+ * The learning rate is the HYPER "lr" (the runtime's schedules write it each
+ * step) and Adam's step count t, for the bias corrections, the HYPER
+ * "train.step" (1 for the first step).  Everything else is a constant of the
+ * compiled code. */
+typedef enum DlOptimKind { DL_OPTIM_SGD, DL_OPTIM_ADAM, DL_OPTIM_ADAMW } DlOptimKind;
+
+typedef struct DlOptimizer {
+  DlOptimKind kind;
+  double lr;           /* default value of the "lr" hyper */
+  double momentum;     /* SGD: 0 for plain SGD */
+  bool nesterov;       /* SGD with momentum: Nesterov's look-ahead form */
+  double beta1, beta2; /* Adam, AdamW: moment decay rates */
+  double eps;          /* Adam, AdamW: added to sqrt(v) */
+  double weight_decay; /* SGD, Adam: L2 (added to the gradient); AdamW: decoupled */
+  double clip_norm;    /* > 0: scale all gradients so their global norm is at most this */
+} DlOptimizer;
+
+/* Defaults: SGD without momentum, Adam's betas 0.9 and 0.999, eps 1e-8. */
+DlOptimizer dl_optimizer_default(DlOptimKind kind, double lr);
+
+/* Append the update of every parameter that has a gradient. */
+bool dl_append_optimizer(DlGraph *g, const DlOptimizer *opt);
+
+/* Plain SGD: `param <- param - lr * grad`, with lr a HYPER node named "lr"
+ * (default value lr). */
 bool dl_append_sgd(DlGraph *g, double lr);
 
 /* Simplify the whole graph in place: constant folding, algebraic identities

@@ -2,6 +2,7 @@
  * of named tensors in it, parameter initialisation, and running entries. */
 #include "rt_internal.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,7 @@ static const char *role_name(int32_t role) {
   case DLRT_ROLE_CONST: return "constant";
   case DLRT_ROLE_HYPER: return "hyperparameter";
   case DLRT_ROLE_GRAD: return "gradient";
+  case DLRT_ROLE_STATE: return "optimiser state";
   }
   return "tensor";
 }
@@ -112,7 +114,7 @@ static int validate_program(const DlrtProgram *prog, DlrtError *err) {
   for (int i = 0; i < prog->ntensors; i++) {
     const DlrtTensor *t = &prog->tensors[i];
     if (!t->name) return dlrt_fail(err, "tensor %d of model '%s' has no name", i, model);
-    if (t->role < DLRT_ROLE_PARAM || t->role > DLRT_ROLE_GRAD)
+    if (t->role < DLRT_ROLE_PARAM || t->role > DLRT_ROLE_STATE)
       return dlrt_fail(err, "tensor '%s' has unknown role %d", t->name, t->role);
     const char *role = role_name(t->role);
     if (t->rank < 0 || t->rank > DLRT_MAX_RANK)
@@ -152,6 +154,8 @@ static int validate_program(const DlrtProgram *prog, DlrtError *err) {
       if (t->init == DLRT_INIT_DATA && size > 0 && !t->data)
         return dlrt_fail(err, "%s '%s' is initialised from data but has none", role, t->name);
     }
+    if (t->role == DLRT_ROLE_STATE && t->init != DLRT_INIT_ZERO)
+      return dlrt_fail(err, "%s '%s' must start at zero, its init is %d", role, t->name, t->init);
   }
   return 0;
 }
@@ -202,6 +206,7 @@ DlrtContext *dlrt_context_new(const DlrtProgram *prog, uint64_t seed, DlrtError 
 
 void dlrt_context_free(DlrtContext *ctx) {
   if (!ctx) return;
+  free(ctx->best);
   free(ctx->mem);
   free(ctx);
 }
@@ -209,9 +214,17 @@ void dlrt_context_free(DlrtContext *ctx) {
 void dlrt_init_params(DlrtContext *ctx, uint64_t seed) {
   if (!ctx) return;
   ctx->seed = seed;
+  ctx->train = (DlrtTrainState){.seed = seed, .best_loss = INFINITY};
+  ctx->steps = 0;
+  free(ctx->best);
+  ctx->best = NULL;
   const DlrtProgram *prog = ctx->prog;
   for (int i = 0; i < prog->ntensors; i++) {
     const DlrtTensor *t = &prog->tensors[i];
+    if (t->role == DLRT_ROLE_STATE) {
+      memset(ctx->mem + t->offset, 0, (size_t)dlrt_numel(t, 1) * sizeof(float));
+      continue;
+    }
     if (t->role != DLRT_ROLE_PARAM) continue;
     float *dst = ctx->mem + t->offset;
     int64_t count = dlrt_numel(t, 1);
@@ -298,6 +311,11 @@ int dlrt_set_hyper(DlrtContext *ctx, const char *name, float value, DlrtError *e
   }
   dlrt_data(ctx, i)[0] = value;
   return 0;
+}
+
+void dlrt_set_hyper_if_present(DlrtContext *ctx, const char *name, float value) {
+  int i = ctx ? dlrt_find(ctx->prog, name, DLRT_ROLE_HYPER) : -1;
+  if (i >= 0) dlrt_data(ctx, i)[0] = value;
 }
 
 void dlrt_set_training(DlrtContext *ctx, int training) {

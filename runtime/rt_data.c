@@ -92,6 +92,125 @@ int dlrt_dataset_check(const DlrtProgram *prog, const DlrtDataset *ds, bool with
   return 0;
 }
 
+/* ---- subsets, splits, normalisation, labels --------------------------------- */
+
+int dlrt_dataset_rows(const DlrtDataset *ds, const int64_t *order, int64_t first, int64_t count,
+                      DlrtDataset *out, DlrtError *err) {
+  if (!out) return dlrt_fail(err, "no dataset given");
+  memset(out, 0, sizeof *out);
+  if (!ds || first < 0 || count < 1 || first > ds->nrows - count)
+    return dlrt_fail(err, "rows %lld..%lld are not in the data", (long long)first,
+                     (long long)(first + count));
+  out->nrows = count;
+  out->nfields = ds->nfields;
+  for (int f = 0; f < ds->nfields; f++) {
+    const DlrtField *src = &ds->fields[f];
+    DlrtField *dst = &out->fields[f];
+    *dst = *src;
+    dst->data = malloc(sizeof(float) * (size_t)(count * src->width));
+    if (!dst->data) {
+      out->nfields = f;
+      dlrt_dataset_free(out);
+      return dlrt_fail(err, "out of memory copying %lld rows", (long long)count);
+    }
+    for (int64_t r = 0; r < count; r++) {
+      int64_t from = order ? order[first + r] : first + r;
+      memcpy(dst->data + r * src->width, src->data + from * src->width,
+             sizeof(float) * (size_t)src->width);
+    }
+  }
+  return 0;
+}
+
+int dlrt_dataset_split(const DlrtDataset *ds, double fraction, uint64_t seed, DlrtDataset *kept,
+                       DlrtDataset *held, DlrtError *err) {
+  if (kept) memset(kept, 0, sizeof *kept);
+  if (held) memset(held, 0, sizeof *held);
+  if (!ds || !kept || !held) return dlrt_fail(err, "no dataset given");
+  if (!(fraction > 0 && fraction < 1))
+    return dlrt_fail(err, "a held-out fraction must be between 0 and 1, got %g", fraction);
+  int64_t nheld = (int64_t)llround(fraction * (double)ds->nrows);
+  if (nheld < 1) nheld = 1;
+  if (nheld >= ds->nrows)
+    return dlrt_fail(err, "cannot hold out %g of %lld rows and keep some to train on", fraction,
+                     (long long)ds->nrows);
+  int64_t *perm = malloc(sizeof *perm * (size_t)ds->nrows);
+  if (!perm) return dlrt_fail(err, "out of memory");
+  for (int64_t r = 0; r < ds->nrows; r++)
+    perm[r] = r;
+  /* A Fisher-Yates shuffle on a stream of its own (epochs use 1, 2, ...). */
+  const uint64_t split_stream = UINT64_C(0x73706c6974);
+  for (int64_t i = ds->nrows - 1; i > 0; i--) {
+    int64_t j = (int64_t)(dlrt_uniform01(seed, split_stream, (uint64_t)i) * (double)(i + 1));
+    if (j > i) j = i;
+    int64_t tmp = perm[i];
+    perm[i] = perm[j];
+    perm[j] = tmp;
+  }
+  int64_t nkept = ds->nrows - nheld;
+  int rc = dlrt_dataset_rows(ds, perm, 0, nkept, kept, err);
+  if (rc == 0) rc = dlrt_dataset_rows(ds, perm, nkept, nheld, held, err);
+  if (rc != 0) {
+    dlrt_dataset_free(kept);
+    dlrt_dataset_free(held);
+  }
+  free(perm);
+  return rc;
+}
+
+void dlrt_field_stats(const DlrtField *f, int64_t nrows, float *mean, float *std) {
+  for (int64_t c = 0; c < f->width; c++) {
+    double sum = 0, sq = 0;
+    for (int64_t r = 0; r < nrows; r++)
+      sum += f->data[r * f->width + c];
+    double m = nrows > 0 ? sum / (double)nrows : 0;
+    for (int64_t r = 0; r < nrows; r++) {
+      double d = f->data[r * f->width + c] - m;
+      sq += d * d;
+    }
+    double sd = nrows > 0 ? sqrt(sq / (double)nrows) : 1;
+    mean[c] = (float)m;
+    std[c] = sd < 1e-6 ? 1.0f : (float)sd;
+  }
+}
+
+void dlrt_field_normalize(DlrtField *f, int64_t nrows, const float *mean, const float *std) {
+  for (int64_t r = 0; r < nrows; r++)
+    for (int64_t c = 0; c < f->width; c++)
+      f->data[r * f->width + c] = (f->data[r * f->width + c] - mean[c]) / std[c];
+}
+
+int dlrt_labels_to_field(const float *labels, int64_t nrows, int64_t classes, const char *what,
+                         DlrtField *out, DlrtError *err) {
+  if (classes < 1) return dlrt_fail(err, "%s: need at least one class", what);
+  for (int64_t r = 0; r < nrows; r++) {
+    float v = labels[r];
+    if (!(v >= 0) || v != floorf(v))
+      return dlrt_fail(err, "%s: label %g of row %lld is not a class index (a whole number >= 0)",
+                       what, (double)v, (long long)r + 1);
+    if (classes > 1 && v >= (float)classes)
+      return dlrt_fail(err,
+                       "%s: label %g of row %lld is out of range: the target has %lld classes "
+                       "(0 to %lld)",
+                       what, (double)v, (long long)r + 1, (long long)classes,
+                       (long long)classes - 1);
+  }
+  if (nrows > INT64_MAX / classes || (uint64_t)(nrows * classes) > SIZE_MAX / sizeof(float))
+    return dlrt_fail(err, "%s: too many labels", what);
+  float *data = calloc((size_t)(nrows * classes), sizeof(float));
+  if (!data) return dlrt_fail(err, "%s: out of memory for %lld labels", what, (long long)nrows);
+  for (int64_t r = 0; r < nrows; r++) {
+    if (classes == 1)
+      data[r] = labels[r];
+    else
+      data[r * classes + (int64_t)labels[r]] = 1.0f;
+  }
+  free(out->data);
+  out->data = data;
+  out->width = classes;
+  return 0;
+}
+
 /* ---- csv -------------------------------------------------------------------- */
 
 /* The whole file as a NUL-terminated string. */

@@ -23,6 +23,9 @@ bool dlrt_row_correct(const float *pred, const float *target, int64_t width);
 /* Whether every one of the count values is exactly 0 or 1. */
 bool dlrt_all_binary(const float *values, int64_t count);
 
+/* Floats of all parameters together (the size of DlrtContext.best). */
+int64_t dlrt_param_floats(const DlrtProgram *prog);
+
 /* "[2,4]" or "[N,3]" into buf (always NUL-terminated); returns buf. */
 const char *dlrt_format_dims(char *buf, size_t size, const int64_t *dims, int rank);
 

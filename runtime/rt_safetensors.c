@@ -101,6 +101,8 @@ typedef struct StParser {
   DlrtError *err;
   StEntry *entries;
   int nentries, cap;
+  DlrtStMeta *meta; /* "__metadata__" */
+  int nmeta, meta_cap;
 } StParser;
 
 static int parse_error(StParser *p, const char *what) {
@@ -313,9 +315,25 @@ static int parse_metadata(StParser *p) {
     if (parse_string(p, &key) != 0) return -1;
     int rc = expect_char(p, ':');
     if (rc == 0) rc = parse_string(p, &value);
-    free(key);
-    free(value);
-    if (rc != 0) return -1;
+    for (int i = 0; rc == 0 && i < p->nmeta; i++)
+      if (strcmp(p->meta[i].key, key) == 0)
+        rc = dlrt_fail(p->err, "%s: metadata key '%s' appears twice", p->path, key);
+    if (rc == 0 && p->nmeta == p->meta_cap) {
+      int cap = p->meta_cap ? p->meta_cap * 2 : 8;
+      DlrtStMeta *grown = realloc(p->meta, sizeof *grown * (size_t)cap);
+      if (!grown)
+        rc = dlrt_fail(p->err, "%s: out of memory reading the header", p->path);
+      else {
+        p->meta = grown;
+        p->meta_cap = cap;
+      }
+    }
+    if (rc != 0) {
+      free(key);
+      free(value);
+      return -1;
+    }
+    p->meta[p->nmeta++] = (DlrtStMeta){key, value};
   } while (accept_char(p, ','));
   return expect_char(p, '}');
 }
@@ -375,6 +393,14 @@ static int parse_tensor(StParser *p, StEntry *e) {
   return 0;
 }
 
+static void free_meta(DlrtStMeta *meta, int nmeta) {
+  for (int i = 0; i < nmeta; i++) {
+    free(meta[i].key);
+    free(meta[i].value);
+  }
+  free(meta);
+}
+
 static void free_entries(StParser *p) {
   for (int i = 0; i < p->nentries; i++) {
     free(p->entries[i].name);
@@ -383,6 +409,9 @@ static void free_entries(StParser *p) {
   free(p->entries);
   p->entries = NULL;
   p->nentries = p->cap = 0;
+  free_meta(p->meta, p->nmeta);
+  p->meta = NULL;
+  p->nmeta = p->meta_cap = 0;
 }
 
 static int parse_header(StParser *p) {
@@ -565,6 +594,10 @@ static int read_open_file(const char *path, FILE *f, DlrtStFile *out, DlrtError 
     out->ntensors = p.nentries;
     out->tensors = tensors;
     tensors = NULL;
+    out->nmeta = p.nmeta;
+    out->meta = p.meta;
+    p.meta = NULL; /* now owned by the result */
+    p.nmeta = 0;
   }
   if (tensors) {
     for (int i = 0; i < p.nentries; i++)
@@ -596,6 +629,15 @@ void dlrt_safetensors_free(DlrtStFile *f) {
   free(f->tensors);
   f->tensors = NULL;
   f->ntensors = 0;
+  free_meta(f->meta, f->nmeta);
+  f->meta = NULL;
+  f->nmeta = 0;
+}
+
+const char *dlrt_safetensors_meta(const DlrtStFile *f, const char *key) {
+  for (int i = 0; f && key && i < f->nmeta; i++)
+    if (strcmp(f->meta[i].key, key) == 0) return f->meta[i].value;
+  return NULL;
 }
 
 /* ---- writing --------------------------------------------------------------- */
@@ -698,7 +740,8 @@ static int check_tensors_for_write(const char *path, const DlrtStTensor *tensors
   return 0;
 }
 
-static void build_header(StBuf *b, const DlrtStTensor *tensors, int ntensors) {
+static void build_header(StBuf *b, const DlrtStTensor *tensors, int ntensors,
+                         const DlrtStMeta *meta, int nmeta) {
   int64_t offset = 0;
   buf_puts(b, "{");
   for (int i = 0; i < ntensors; i++) {
@@ -716,7 +759,14 @@ static void build_header(StBuf *b, const DlrtStTensor *tensors, int ntensors) {
     buf_put_int(b, offset);
     buf_puts(b, "]},");
   }
-  buf_puts(b, "\"__metadata__\":{\"format\":\"dlcc\"}}");
+  buf_puts(b, "\"__metadata__\":{\"format\":\"dlcc\"");
+  for (int i = 0; i < nmeta; i++) {
+    buf_puts(b, ",");
+    buf_put_json_string(b, meta[i].key);
+    buf_puts(b, ":");
+    buf_put_json_string(b, meta[i].value);
+  }
+  buf_puts(b, "}}");
   /* Pad so that the data section starts 8-byte aligned. */
   while (!b->failed && b->len % 8 != 0)
     buf_puts(b, " ");
@@ -762,14 +812,38 @@ static void sync_parent_dir(const char *path) {
   free(dir);
 }
 
+static int check_meta_for_write(const char *path, const DlrtStMeta *meta, int nmeta,
+                                DlrtError *err) {
+  if (nmeta < 0 || (nmeta > 0 && !meta)) return dlrt_fail(err, "%s: invalid metadata list", path);
+  for (int i = 0; i < nmeta; i++) {
+    const DlrtStMeta *m = &meta[i];
+    if (!m->key || !m->value) return dlrt_fail(err, "%s: metadata entry %d is incomplete", path, i);
+    if (!utf8_valid((const unsigned char *)m->key, strlen(m->key)) ||
+        !utf8_valid((const unsigned char *)m->value, strlen(m->value)))
+      return dlrt_fail(err, "%s: metadata entry '%s' is not valid utf-8", path, m->key);
+    if (strcmp(m->key, "format") == 0)
+      return dlrt_fail(err, "%s: metadata key 'format' is reserved", path);
+    for (int j = 0; j < i; j++)
+      if (strcmp(meta[j].key, m->key) == 0)
+        return dlrt_fail(err, "%s: metadata key '%s' is given twice", path, m->key);
+  }
+  return 0;
+}
+
 int dlrt_safetensors_write(const char *path, const DlrtStTensor *tensors, int ntensors,
                            DlrtError *err) {
+  return dlrt_safetensors_write_meta(path, tensors, ntensors, NULL, 0, err);
+}
+
+int dlrt_safetensors_write_meta(const char *path, const DlrtStTensor *tensors, int ntensors,
+                                const DlrtStMeta *meta, int nmeta, DlrtError *err) {
   if (!path) return dlrt_fail(err, "no safetensors path given");
   if (ntensors < 0 || (ntensors > 0 && !tensors))
     return dlrt_fail(err, "%s: invalid tensor list", path);
   if (check_tensors_for_write(path, tensors, ntensors, err) != 0) return -1;
+  if (check_meta_for_write(path, meta, nmeta, err) != 0) return -1;
   StBuf header = {0};
-  build_header(&header, tensors, ntensors);
+  build_header(&header, tensors, ntensors, meta, nmeta);
   if (header.failed) {
     free(header.text);
     return dlrt_fail(err, "%s: out of memory building the header", path);
@@ -804,79 +878,5 @@ int dlrt_safetensors_write(const char *path, const DlrtStTensor *tensors, int nt
     sync_parent_dir(path);
   free(tmp);
   free(header.text);
-  return rc;
-}
-
-/* ---- checkpoints of a context ---------------------------------------------- */
-
-int dlrt_save(DlrtContext *ctx, const char *path, DlrtError *err) {
-  if (!ctx) return dlrt_fail(err, "no context given");
-  const DlrtProgram *prog = ctx->prog;
-  DlrtStTensor *list = calloc((size_t)(prog->ntensors ? prog->ntensors : 1), sizeof *list);
-  if (!list) return dlrt_fail(err, "out of memory saving a checkpoint");
-  int count = 0;
-  for (int i = 0; i < prog->ntensors; i++) {
-    const DlrtTensor *t = &prog->tensors[i];
-    if (t->role != DLRT_ROLE_PARAM) continue;
-    DlrtStTensor *s = &list[count++];
-    /* The writer only reads through name; the cast drops const for the
-     * shared struct type. */
-    s->name = (char *)t->name;
-    s->rank = t->rank;
-    memcpy(s->dims, t->dims, sizeof s->dims);
-    s->numel = dlrt_numel(t, 1);
-    s->data = dlrt_data(ctx, i);
-  }
-  int rc = dlrt_safetensors_write(path, list, count, err);
-  free(list);
-  return rc;
-}
-
-static bool same_shape(const DlrtStTensor *s, const DlrtTensor *t) {
-  if (s->rank != t->rank) return false;
-  for (int d = 0; d < t->rank; d++)
-    if (s->dims[d] != t->dims[d]) return false;
-  return true;
-}
-
-int dlrt_load(DlrtContext *ctx, const char *path, DlrtError *err) {
-  if (!ctx) return dlrt_fail(err, "no context given");
-  DlrtStFile file;
-  if (dlrt_safetensors_read(path, &file, err) != 0) return -1;
-  const DlrtProgram *prog = ctx->prog;
-  int rc = 0;
-  /* Check everything before copying anything, so that a bad checkpoint
-   * leaves the parameters as they were. */
-  for (int i = 0; rc == 0 && i < prog->ntensors; i++) {
-    const DlrtTensor *t = &prog->tensors[i];
-    if (t->role != DLRT_ROLE_PARAM) continue;
-    const DlrtStTensor *s = NULL;
-    for (int k = 0; k < file.ntensors && !s; k++)
-      if (strcmp(file.tensors[k].name, t->name) == 0) s = &file.tensors[k];
-    char want[128], have[128];
-    if (!s)
-      rc = dlrt_fail(err, "%s: checkpoint has no tensor '%s'", path, t->name);
-    else if (!same_shape(s, t))
-      rc = dlrt_fail(err, "%s: tensor '%s' has shape %s in the checkpoint, the model expects %s",
-                     path, t->name, dlrt_format_dims(have, sizeof have, s->dims, s->rank),
-                     dlrt_format_dims(want, sizeof want, t->dims, t->rank));
-  }
-  for (int k = 0; rc == 0 && k < file.ntensors; k++)
-    if (dlrt_find(prog, file.tensors[k].name, DLRT_ROLE_PARAM) < 0)
-      rc = dlrt_fail(err, "%s: tensor '%s' in the checkpoint is not a parameter of model '%s'",
-                     path, file.tensors[k].name, prog->model ? prog->model : "(unnamed)");
-  for (int i = 0; rc == 0 && i < prog->ntensors; i++) {
-    const DlrtTensor *t = &prog->tensors[i];
-    if (t->role != DLRT_ROLE_PARAM) continue;
-    for (int k = 0; k < file.ntensors; k++) {
-      if (strcmp(file.tensors[k].name, t->name) == 0) {
-        if (file.tensors[k].numel > 0)
-          memcpy(dlrt_data(ctx, i), file.tensors[k].data,
-                 (size_t)file.tensors[k].numel * sizeof(float));
-        break;
-      }
-    }
-  }
-  dlrt_safetensors_free(&file);
   return rc;
 }

@@ -9,7 +9,8 @@
 # runtime library, %dlrt_inc its header directory, %root the source tree.
 # LLVM's FileCheck and `not` come first on PATH.  A line ending in \ continues.
 # A test whose lines contain REQUIRES: ptxas is skipped (exit 77) when ptxas
-# is not installed; REQUIRES: pty, when no pseudo-terminal can be opened.
+# is not installed; REQUIRES: pty, when no pseudo-terminal can be opened;
+# likewise REQUIRES: mnist, fashion-mnist, fortunes or a program's name.
 set -u
 test_file=$1
 : "${DLCC:?}" "${LLVM_BIN:?}" "${DLCC_ROOT:?}"
@@ -34,6 +35,22 @@ if grep -q 'REQUIRES: pty' "$test_file"; then
     exit 77
   fi
 fi
+# Data sets that tools/setup.sh installs, and tools the tests call: a test
+# that names one in a REQUIRES: line is skipped where it is missing.
+data_root=${DLCC_DATA:-${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/dlcc}
+for need in $(sed -n 's/.*REQUIRES: *//p' "$test_file"); do
+  case "$need" in
+    ptxas | pty) continue ;;
+    mnist) have="$data_root/mnist/t10k-labels-idx1-ubyte" ;;
+    fashion-mnist) have=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ;;
+    fortunes) have=/usr/share/games/fortunes/fortunes ;;
+    *) have=$(command -v "$need" || true) ;;
+  esac
+  if [ -z "$have" ] || [ ! -e "$have" ]; then
+    echo "SKIPPED: $need is not installed (tools/setup.sh installs it)"
+    exit 77
+  fi
+done
 
 runs=()
 cur=""

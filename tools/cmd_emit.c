@@ -52,7 +52,8 @@ int cmd_emit(int argc, char **argv) {
   argv[1] = argv[0];
   DriverOptions o;
   int rc = parse_command_args(&o, argc - 1, argv + 1,
-                              "-o --model --arch --batch --lr -O0 -O1 -O2 -O3", emit_help);
+                              "-o --model --arch --batch --lr --optimizer --momentum --weight-decay --clip -O0 -O1 -O2 -O3",
+                              emit_help);
   if (rc) return rc == 2 ? 0 : 1;
 
   FILE *out = stdout;

@@ -19,6 +19,8 @@ static const char usage_text[] =
     "  compile    write an object file and a C header for a model\n"
     "  emit       print a stage of the compiler: tokens ast ir ir-grad llvm asm ptx\n"
     "  gradcheck  check every parameter's gradient against finite differences\n"
+    "  eval       loss, accuracy and confusion matrix of a checkpoint on the test data\n"
+    "  lr-find    learning-rate range test: sweep the rate up over one pass, suggest one\n"
     "  bench      time the compiled training step (and inference) on random data\n"
     "  explain    work one training step through by hand: forward, chain rule, update\n"
     "  repl       an interactive prompt: evaluate expressions, train, inspect\n"
@@ -43,6 +45,10 @@ void options_init(DriverOptions *o) {
   o->seed = -1;
   o->tol = 1e-4;
   o->opt_level = 3;
+  o->momentum = o->weight_decay = o->clip = o->warmup = o->validation = o->noise = -1;
+  o->lr_start = o->lr_end = -1;
+  o->patience = o->limit = o->shift = o->stop_after = -1;
+  o->progress = -1;
   o->steps = -1;
   o->threads = -1;
 }
@@ -78,6 +84,41 @@ static bool parse_double(const char *opt, const char *v, double *out) {
   return true;
 }
 
+static bool parse_nonnegative(const char *opt, const char *v, double *out) {
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  if (errno || *end || end == v || !isfinite(x) || x < 0) {
+    driver_error("invalid value '%s' for %s: expected a number >= 0", v, opt);
+    return false;
+  }
+  *out = x;
+  return true;
+}
+
+/* Where the value of a numeric training option goes, or NULL. */
+static int64_t *int_option(DriverOptions *o, const char *a) {
+  if (!strcmp(a, "--patience")) return &o->patience;
+  if (!strcmp(a, "--limit")) return &o->limit;
+  if (!strcmp(a, "--shift")) return &o->shift;
+  if (!strcmp(a, "--stop-after")) return &o->stop_after;
+  return NULL;
+}
+static double *nonnegative_option(DriverOptions *o, const char *a) {
+  if (!strcmp(a, "--momentum")) return &o->momentum;
+  if (!strcmp(a, "--weight-decay")) return &o->weight_decay;
+  if (!strcmp(a, "--warmup")) return &o->warmup;
+  if (!strcmp(a, "--noise")) return &o->noise;
+  return NULL;
+}
+static double *positive_option(DriverOptions *o, const char *a) {
+  if (!strcmp(a, "--clip")) return &o->clip;
+  if (!strcmp(a, "--validation")) return &o->validation;
+  if (!strcmp(a, "--start")) return &o->lr_start;
+  if (!strcmp(a, "--end")) return &o->lr_end;
+  return NULL;
+}
+
 int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const char *allowed) {
   const char *a = argv[i];
   if (!allowed_opt(allowed, a)) return 0;
@@ -98,6 +139,10 @@ int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const ch
     o->infer = true;
     return 1;
   }
+  if (!strcmp(a, "--progress") || !strcmp(a, "--no-progress")) {
+    o->progress = a[2] == 'p';
+    return 1;
+  }
   if (!strcmp(a, "-O0") || !strcmp(a, "-O1") || !strcmp(a, "-O2") || !strcmp(a, "-O3")) {
     o->opt_level = a[2] - '0';
     return 1;
@@ -108,6 +153,7 @@ int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const ch
   }
   const char *v = argv[i + 1];
   int64_t x;
+  double x_double;
   if (!strcmp(a, "--model"))
     o->model = v;
   else if (!strcmp(a, "-o"))
@@ -146,9 +192,48 @@ int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const ch
     if (!parse_int(a, v, 0, &x)) return -1;
     o->seed = x;
   } else if (!strcmp(a, "--lr")) {
-    if (!parse_double(a, v, &o->lr)) return -1;
+    /* A list (--lr 0.01,0.1) is a sweep; each rate must be valid. */
+    char buf[64];
+    for (const char *p = v; *p;) {
+      size_t n = strcspn(p, ",");
+      snprintf(buf, sizeof buf, "%.*s", (int)(n < sizeof buf ? n : sizeof buf - 1), p);
+      double x;
+      if (!parse_double(a, buf, &x)) return -1;
+      if (p == v) o->lr = x;
+      p += n;
+      if (*p == ',') {
+        o->lr_list = v;
+        if (!*++p) {
+          driver_error("invalid value '%s' for --lr: expected rates separated by commas", v);
+          return -1;
+        }
+      }
+    }
   } else if (!strcmp(a, "--tol")) {
     if (!parse_double(a, v, &o->tol)) return -1;
+  } else if (!strcmp(a, "--resume"))
+    o->resume = v;
+  else if (!strcmp(a, "--plot"))
+    o->plot = v;
+  else if (!strcmp(a, "--optimizer"))
+    o->optimizer = v;
+  else if (!strcmp(a, "--schedule"))
+    o->schedule = v;
+  else if (!strcmp(a, "--split"))
+    o->split = v;
+  else if (int_option(o, a)) {
+    if (!parse_int(a, v, 1, &x)) return -1;
+    *int_option(o, a) = x;
+  } else if (nonnegative_option(o, a)) {
+    if (!parse_nonnegative(a, v, &x_double)) return -1;
+    *nonnegative_option(o, a) = x_double;
+  } else if (positive_option(o, a)) {
+    if (!parse_double(a, v, &x_double)) return -1;
+    if (!strcmp(a, "--validation") && x_double >= 1) {
+      driver_error("invalid value '%s' for --validation: expected a fraction between 0 and 1", v);
+      return -1;
+    }
+    *positive_option(o, a) = x_double;
   } else {
     return 0;
   }
@@ -195,6 +280,8 @@ static int dispatch(const char *cmd, int argc, char **argv) {
   if (!strcmp(cmd, "compile")) return cmd_compile(argc, argv);
   if (!strcmp(cmd, "emit")) return cmd_emit(argc, argv);
   if (!strcmp(cmd, "gradcheck")) return cmd_gradcheck(argc, argv);
+  if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
+  if (!strcmp(cmd, "lr-find")) return cmd_lr_find(argc, argv);
   if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
   if (!strcmp(cmd, "explain")) return cmd_explain(argc, argv);
   if (!strcmp(cmd, "repl")) return cmd_repl(argc, argv);

@@ -35,6 +35,17 @@ typedef struct DriverOptions {
   int opt_level;
   bool quiet;
   bool verbose;
+  /* training (cmd_train.c, cmd_eval.c, cmd_lrfind.c); numbers < 0: not given */
+  const char *resume;    /* --resume CKPT */
+  const char *plot;      /* --plot FILE.svg */
+  const char *lr_list;   /* --lr A,B,C: a sweep (lr holds A) */
+  const char *optimizer; /* --optimizer sgd|adam|adamw */
+  const char *schedule;  /* --schedule constant|step|cosine */
+  const char *split;     /* --split train|validation|test */
+  double momentum, weight_decay, clip, warmup, validation, noise;
+  double lr_start, lr_end; /* lr-find */
+  int64_t patience, limit, shift, stop_after;
+  int progress; /* --progress 1, --no-progress 0, else -1: when stdout is a terminal */
   bool stats;       /* compile --stats */
   bool infer;       /* bench --infer */
   bool no_simplify; /* plan the graph as autodiff left it (emit ir-grad) */
@@ -80,6 +91,19 @@ void driver_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The training data of the train block (CSV or inline tensors). Errors are
  * reported at the data setting's location. */
 bool session_load_train_data(Session *s, DlrtDataset *ds);
+/* All the data of the train block: `data` less what `validation` and
+ * `test` hold out (or those from their own sources), normalised with the
+ * training rows' statistics when the block asks for it. */
+typedef struct DataSplits {
+  DlrtDataset train, validation, test;
+  bool has_validation, has_test;
+} DataSplits;
+bool session_load_splits(Session *s, const DriverOptions *o, DataSplits *out);
+void data_splits_free(DataSplits *d);
+/* The optimizer of the train block with the command line's changes. */
+bool session_optimizer(Session *s, const DriverOptions *o, DlOptimizer *out);
+/* The seed of the train block or --seed. */
+uint64_t session_seed(const Session *s, const DriverOptions *o);
 /* Rows of a CSV whose columns are the model's inputs then (optionally) its
  * targets, in declaration order. */
 bool session_load_input_csv(Session *s, const char *path, DlrtDataset *ds, bool *has_targets);
@@ -161,6 +185,8 @@ int cmd_run(int argc, char **argv);
 int cmd_compile(int argc, char **argv);
 int cmd_emit(int argc, char **argv);
 int cmd_gradcheck(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_lr_find(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
 int cmd_repl(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

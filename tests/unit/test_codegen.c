@@ -163,7 +163,8 @@ static void check_table(Case *c, const DlProgram *prog, const DlrtProgram *rp) {
     const DlrtTensor *t = &rp->tensors[i];
     DlNodeId id = DL_NONE;
     switch ((DlrtRole)t->role) {
-    case DLRT_ROLE_PARAM: id = find_node(g, DL_OP_PARAM, t->name); break;
+    case DLRT_ROLE_PARAM:
+    case DLRT_ROLE_STATE: id = find_node(g, DL_OP_PARAM, t->name); break;
     case DLRT_ROLE_INPUT:
     case DLRT_ROLE_TARGET:
       id = find_node(g, DL_OP_INPUT, t->name);
@@ -295,6 +296,7 @@ static void run_at(Case *c, const DlProgram *prog, const DlrtProgram *rp, DlEntr
         id = g->grad[find_node(g, DL_OP_PARAM, t->name)];
         break;
       case DLRT_ROLE_PARAM:
+      case DLRT_ROLE_STATE:
         want = entry == DL_ENTRY_TRAIN;
         id = find_node(g, DL_OP_PARAM, t->name);
         break;
