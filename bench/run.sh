@@ -4,16 +4,18 @@
 #
 #   1. ms per training step (forward, loss, backward, SGD update) for dlcc and
 #      PyTorch, their ratio, and dlcc's JIT compile time (parse to JIT ready)
-#   2. sgemm GFLOP/s: dlcc's GEMM (a model that is one matmul, timed by
-#      `dlcc bench --infer`) against OpenBLAS through numpy, at square sizes
-#      and at the MLP's shapes
+#   2. what fusion gains: dlcc on one thread with and without fusion
+#      (`dlcc bench --no-fuse`), step and compile times
+#   3. sgemm GFLOP/s: dlcc's GEMM (a model that is one matmul, timed by
+#      `dlcc bench --infer --threads 1`) against OpenBLAS through numpy, at
+#      square sizes and at the MLP's shapes
 #
 #   bash bench/run.sh [--threads "1 2"] [--steps N] [--quick]
 #
 # --threads: the thread counts to run (default: 1 and the number of cores).
-# PyTorch gets torch.set_num_threads(T) and OPENBLAS_NUM_THREADS=T /
-# OMP_NUM_THREADS=T so that it does not oversubscribe; dlcc reports T and
-# runs on one thread until its thread pool exists.
+# dlcc gets --threads T (its pool: T threads, the caller included); PyTorch
+# gets torch.set_num_threads(T) and OPENBLAS_NUM_THREADS=T / OMP_NUM_THREADS=T
+# so that it does not oversubscribe.
 # --quick: fewer steps and sizes (a smoke run).
 #
 # The machine's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set here for older
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
   --threads) threads="$2"; shift 2 ;;
   --steps) steps="$2"; shift 2 ;;
   --quick) quick=1; steps=20; shift ;;
-  -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
   *) echo "bench/run.sh: unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -113,6 +115,27 @@ echo "dlcc ran:${ran:- none}."
 [ -n "$not_run" ] && echo "Not run by dlcc (what it said):$not_run"
 echo
 
+echo "## What fusion gains (dlcc, one thread, median ms per step)"
+echo
+echo "| model | batch | fused ms | unfused ms | fused / unfused | fused compile ms | unfused compile ms | kernels per step, fused / unfused |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+for spec in mlp:64 mlp:256 lenet5:64 lstm:32 transformer:16; do
+  model=${spec%%:*}
+  batch=${spec##*:}
+  for fuse in "" --no-fuse; do
+    "$dlcc" bench "$root/bench/$model.nnl" --batch "$batch" --steps "$steps" --threads 1 --stats \
+      $fuse >"$tmp/fuse$fuse.out" 2>&1 || true
+  done
+  d1=$(median_of "$tmp/fuse.out" "train step")
+  d2=$(median_of "$tmp/fuse--no-fuse.out" "train step")
+  [ -n "$d1" ] && [ -n "$d2" ] || continue
+  k1=$(sed -n 's/^  train_step *\([0-9]*\) kernels.*/\1/p' "$tmp/fuse.out")
+  k2=$(sed -n 's/^  train_step *\([0-9]*\) kernels.*/\1/p' "$tmp/fuse--no-fuse.out")
+  echo "| $model | $batch | $d1 | $d2 | $(awk -v a="$d1" -v b="$d2" 'BEGIN { printf "%.2f", a / b }') |" \
+    "$(compile_of "$tmp/fuse.out") | $(compile_of "$tmp/fuse--no-fuse.out") | $k1 / $k2 |"
+done
+echo
+
 echo "## sgemm, one thread (GFLOP/s, C[m,p] = A[m,k] B[k,p])"
 echo
 header="| m x k x p | dlcc | OpenBLAS (auto kernel) | dlcc / OpenBLAS |"
@@ -132,7 +155,7 @@ for s in $sizes; do
     "$k" "$k" "$p" >"$f"
   gsteps=$(awk -v w="$m $k $p" 'BEGIN { split(w, d, " "); s = int(2e9 / (2 * d[1] * d[2] * d[3]));
     print (s < 20 ? 20 : s > 2000 ? 2000 : s) }')
-  "$dlcc" bench "$f" --batch "$m" --steps "$gsteps" --infer >"$tmp/mm.out"
+  "$dlcc" bench "$f" --batch "$m" --steps "$gsteps" --infer --threads 1 >"$tmp/mm.out"
   ms=$(median_of "$tmp/mm.out" inference)
   d=$(awk -v ms="$ms" -v m="$m" -v k="$k" -v p="$p" 'BEGIN { printf "%.1f", 2 * m * k * p / (ms * 1e6) }')
   o=$(OPENBLAS_NUM_THREADS=1 "${blas_env[@]}" "$py" "$torch_bench" sgemm "$m" "$k" "$p" 1)

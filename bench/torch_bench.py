@@ -46,7 +46,7 @@ def build(name, batch, torch):
         loss = lambda: F.mse_loss(head(lstm(x)[0][:, -1, :]), y)
     elif name == "transformer":
         model = nn.TransformerEncoderLayer(d_model=128, nhead=4, dim_feedforward=512,
-                                           dropout=0.0, batch_first=True)
+                                           dropout=0.0, batch_first=True, norm_first=True)
         x = torch.randn(batch, 64, 128)
         y = torch.randn(batch, 64, 128)
         loss = lambda: F.mse_loss(model(x), y)

@@ -70,15 +70,16 @@ typedef struct Gemm {
   LLVMBuilderRef b;
   LLVMValueRef fn;
   GemmGeom geo;
-  bool ta, tb;
   LLVMTypeRef t_vec;
-  LLVMValueRef c, a, bm; /* C, A, B */
-  LLVMValueRef m, k, p;  /* i64 sizes */
-  LLVMValueRef a_i, a_k; /* A's element strides along i and k */
-  LLVMValueRef b_k, b_j; /* B's along k and j */
-  LLVMValueRef ap, bp;   /* packed A block, packed B block */
-  LLVMValueRef tile;     /* MR x NR floats for edge tiles */
-  bool plain_loops;      /* loops closed now are neither unrolled nor vectorised */
+  LLVMValueRef c, a, bm;   /* C, A, B */
+  LLVMValueRef m, k, p;    /* i64 sizes */
+  LLVMValueRef ldc;        /* C's row stride */
+  LLVMValueRef a_i, a_k;   /* A's element strides along i and k */
+  LLVMValueRef b_k, b_j;   /* B's along k and j */
+  LLVMValueRef accumulate; /* i1: C += A B instead of C = A B */
+  LLVMValueRef ap, bp;     /* packed A block, packed B block */
+  LLVMValueRef tile;       /* MR x NR floats for edge tiles */
+  bool plain_loops;        /* loops closed now are neither unrolled nor vectorised */
 } Gemm;
 
 static LLVMValueRef ci(Gemm *g, int64_t v) {
@@ -154,22 +155,7 @@ static void loop_close(Gemm *g, GLoop *l, LLVMValueRef step, const LLVMValueRef 
   }
   LLVMValueRef br = LLVMBuildBr(g->b, l->header);
   LLVMPositionBuilderAtEnd(g->b, l->exit);
-  if (g->plain_loops) {
-    /* !llvm.loop !{self, !{"llvm.loop.unroll.disable"},
-     *              !{"llvm.loop.vectorize.enable", i1 false}} */
-    LLVMContextRef ctx = g->cg->ctx;
-    LLVMMetadataRef unroll = LLVMMDStringInContext2(ctx, "llvm.loop.unroll.disable", 24);
-    LLVMMetadataRef vec[2] = {
-        LLVMMDStringInContext2(ctx, "llvm.loop.vectorize.enable", 26),
-        LLVMValueAsMetadata(LLVMConstInt(LLVMInt1TypeInContext(ctx), 0, false))};
-    LLVMMetadataRef tmp = LLVMTemporaryMDNode(ctx, NULL, 0);
-    LLVMMetadataRef ops[3] = {tmp, LLVMMDNodeInContext2(ctx, &unroll, 1),
-                              LLVMMDNodeInContext2(ctx, vec, 2)};
-    LLVMMetadataRef self = LLVMMDNodeInContext2(ctx, ops, 3);
-    LLVMMetadataReplaceAllUsesWith(tmp, self);
-    unsigned kind = LLVMGetMDKindIDInContext(ctx, "llvm.loop", 9);
-    LLVMSetMetadata(br, kind, LLVMMetadataAsValue(ctx, self));
-  }
+  if (g->plain_loops) cg_plain_loop(g->cg, br);
 }
 
 static LLVMValueRef loop_simple(Gemm *g, GLoop *l, LLVMValueRef start, LLVMValueRef end) {
@@ -252,6 +238,19 @@ static void pack_block(Gemm *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef
   loop_close(g, &l, ci(g, width), NULL);
 }
 
+/* The same, choosing the loop order at run time: contiguous along r when
+ * s_r is 1 (the row-major source's rows are the panel's rows), else along
+ * k.  Both orders are generated so one function serves every transposition. */
+static void pack_block_any(Gemm *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef rows,
+                           LLVMValueRef kc, int width, LLVMValueRef s_r, LLVMValueRef s_k) {
+  GIf unit;
+  if_open(g, &unit, LLVMBuildICmp(g->b, LLVMIntEQ, s_r, ci(g, 1), ""));
+  pack_block(g, dst, src, rows, kc, width, ci(g, 1), s_k, true);
+  if_else(g, &unit);
+  pack_block(g, dst, src, rows, kc, width, s_r, s_k, false);
+  if_close(g, &unit);
+}
+
 /* ---- the micro-kernel ------------------------------------------------------ */
 
 static LLVMValueRef splat(Gemm *g, LLVMValueRef x) {
@@ -301,9 +300,10 @@ static void micro_kernel(Gemm *g, LLVMValueRef apanel, LLVMValueRef bpanel, LLVM
     acc[i] = l.carry[i];
 }
 
-/* Write a tile: C = acc on the first k block, C += acc on later ones. */
+/* Write a tile: C = acc on the first k block (fresh), C += acc on later
+ * ones or when the call accumulates. */
 static void store_tile(Gemm *g, LLVMValueRef ctile, LLVMValueRef mr, LLVMValueRef nr,
-                       LLVMValueRef first, LLVMValueRef *acc) {
+                       LLVMValueRef fresh, LLVMValueRef *acc) {
   const GemmGeom *geo = &g->geo;
   Cg *cg = g->cg;
   LLVMValueRef full = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, mr, ci(g, geo->mr), ""),
@@ -312,11 +312,11 @@ static void store_tile(Gemm *g, LLVMValueRef ctile, LLVMValueRef mr, LLVMValueRe
   if_open(g, &whole, full);
   {
     /* Straight vector stores (C's rows need not be aligned). */
-    GIf fresh;
-    if_open(g, &fresh, first);
+    GIf once;
+    if_open(g, &once, fresh);
     for (int pass = 0; pass < 2; pass++) {
       for (int r = 0; r < geo->mr; r++) {
-        LLVMValueRef crow = gep(g, ctile, mul(g, ci(g, r), g->p));
+        LLVMValueRef crow = gep(g, ctile, mul(g, ci(g, r), g->ldc));
         for (int v = 0; v < geo->nv; v++) {
           LLVMValueRef ptr = gep(g, crow, ci(g, (int64_t)v * geo->lanes));
           LLVMValueRef val = acc[r * geo->nv + v];
@@ -324,9 +324,9 @@ static void store_tile(Gemm *g, LLVMValueRef ctile, LLVMValueRef mr, LLVMValueRe
           store(g, val, ptr, 4);
         }
       }
-      if (pass == 0) if_else(g, &fresh);
+      if (pass == 0) if_else(g, &once);
     }
-    if_close(g, &fresh);
+    if_close(g, &once);
   }
   if_else(g, &whole);
   {
@@ -338,11 +338,11 @@ static void store_tile(Gemm *g, LLVMValueRef ctile, LLVMValueRef mr, LLVMValueRe
               gep(g, g->tile, ci(g, (int64_t)r * geo->nr + (int64_t)v * geo->lanes)), valign);
     GLoop lr, lj;
     LLVMValueRef r = loop_simple(g, &lr, ci(g, 0), mr);
-    LLVMValueRef crow = gep(g, ctile, mul(g, r, g->p));
+    LLVMValueRef crow = gep(g, ctile, mul(g, r, g->ldc));
     LLVMValueRef trow = gep(g, g->tile, mul(g, r, ci(g, geo->nr)));
     LLVMValueRef j = loop_simple(g, &lj, ci(g, 0), nr);
     LLVMValueRef val = load(g, cg->t_f32, gep(g, trow, j), 4);
-    LLVMValueRef old = LLVMBuildSelect(g->b, first, LLVMConstReal(cg->t_f32, 0.0),
+    LLVMValueRef old = LLVMBuildSelect(g->b, fresh, LLVMConstReal(cg->t_f32, 0.0),
                                        load(g, cg->t_f32, gep(g, crow, j), 4), "");
     store(g, LLVMBuildFAdd(g->b, old, val, ""), gep(g, crow, j), 4);
     loop_close(g, &lj, ci(g, 1), NULL);
@@ -362,12 +362,6 @@ static LLVMValueRef stack_buffer(Gemm *g, int64_t floats, const char *name) {
 static void gemm_body(Gemm *g) {
   const GemmGeom *geo = &g->geo;
   Cg *cg = g->cg;
-  /* The element strides of A ([m, k], or [k, m] when transposed) and B
-   * ([k, p], or [p, k]). */
-  g->a_i = g->ta ? ci(g, 1) : g->k;
-  g->a_k = g->ta ? g->m : ci(g, 1);
-  g->b_k = g->tb ? ci(g, 1) : g->p;
-  g->b_j = g->tb ? g->k : ci(g, 1);
   g->ap = stack_buffer(g, (int64_t)geo->mc * geo->kc, "apack");
   g->bp = stack_buffer(g, (int64_t)geo->kc * geo->nc, "bpack");
   g->tile = stack_buffer(g, (int64_t)geo->mr * geo->nr, "tile");
@@ -381,15 +375,16 @@ static void gemm_body(Gemm *g) {
   LLVMValueRef nc = min64(g, ci(g, geo->nc), sub(g, g->p, jc));
   LLVMValueRef pc = loop_simple(g, &lpc, ci(g, 0), g->k);
   LLVMValueRef kc = min64(g, ci(g, geo->kc), sub(g, g->k, pc));
-  LLVMValueRef first = LLVMBuildICmp(g->b, LLVMIntEQ, pc, ci(g, 0), "first");
+  LLVMValueRef fresh = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, pc, ci(g, 0), ""),
+                                    LLVMBuildNot(g->b, g->accumulate, ""), "fresh");
   /* B[pc.., jc..] into NR-column panels. */
   LLVMValueRef bsrc = gep(g, g->bm, add(g, mul(g, pc, g->b_k), mul(g, jc, g->b_j)));
-  pack_block(g, g->bp, bsrc, nc, kc, geo->nr, g->b_j, g->b_k, !g->tb);
+  pack_block_any(g, g->bp, bsrc, nc, kc, geo->nr, g->b_j, g->b_k);
 
   LLVMValueRef ic = loop_simple(g, &lic, ci(g, 0), g->m);
   LLVMValueRef mc = min64(g, ci(g, geo->mc), sub(g, g->m, ic));
   LLVMValueRef asrc = gep(g, g->a, add(g, mul(g, ic, g->a_i), mul(g, pc, g->a_k)));
-  pack_block(g, g->ap, asrc, mc, kc, geo->mr, g->a_i, g->a_k, g->ta);
+  pack_block_any(g, g->ap, asrc, mc, kc, geo->mr, g->a_i, g->a_k);
 
   LLVMValueRef jr = loop_simple(g, &ljr, ci(g, 0), nc);
   LLVMValueRef nr = min64(g, ci(g, geo->nr), sub(g, nc, jr));
@@ -399,8 +394,8 @@ static void gemm_body(Gemm *g) {
   LLVMValueRef apanel = gep(g, g->ap, mul(g, ir, kc));
   LLVMValueRef acc[GEMM_MAX_CARRY];
   micro_kernel(g, apanel, bpanel, kc, acc);
-  LLVMValueRef ctile = gep(g, g->c, add(g, mul(g, add(g, ic, ir), g->p), add(g, jc, jr)));
-  store_tile(g, ctile, mr, nr, first, acc);
+  LLVMValueRef ctile = gep(g, g->c, add(g, mul(g, add(g, ic, ir), g->ldc), add(g, jc, jr)));
+  store_tile(g, ctile, mr, nr, fresh, acc);
   loop_close(g, &lir, ci(g, geo->mr), NULL);
   loop_close(g, &ljr, ci(g, geo->nr), NULL);
   loop_close(g, &lic, ci(g, geo->mc), NULL);
@@ -408,24 +403,22 @@ static void gemm_body(Gemm *g) {
   loop_close(g, &ljc, ci(g, geo->nc), NULL);
 
   /* k == 0: the product is all zeros (the loops above never store). */
-  GLoop li;
+  GLoop li, lj;
   GIf empty;
-  if_open(g, &empty, LLVMBuildICmp(g->b, LLVMIntEQ, g->k, ci(g, 0), ""));
-  LLVMValueRef e = loop_simple(g, &li, ci(g, 0), mul(g, g->m, g->p));
-  store(g, LLVMConstReal(cg->t_f32, 0.0), gep(g, g->c, e), 4);
+  if_open(g, &empty,
+          LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, g->k, ci(g, 0), ""),
+                       LLVMBuildNot(g->b, g->accumulate, ""), ""));
+  LLVMValueRef i = loop_simple(g, &li, ci(g, 0), g->m);
+  LLVMValueRef j = loop_simple(g, &lj, ci(g, 0), g->p);
+  store(g, LLVMConstReal(cg->t_f32, 0.0), gep(g, g->c, add(g, mul(g, i, g->ldc), j)), 4);
+  loop_close(g, &lj, ci(g, 1), NULL);
   loop_close(g, &li, ci(g, 1), NULL);
   if_else(g, &empty);
   if_close(g, &empty);
   LLVMBuildRetVoid(g->b);
 }
 
-static LLVMValueRef gemm_function(Cg *cg, bool ta, bool tb) {
-  const char *name =
-      dl_arena_printf(cg->cc->arena, "%s_gemm_%c%c", cg->prefix, ta ? 't' : 'n', tb ? 't' : 'n');
-  LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
-  if (fn) return fn;
-  LLVMTypeRef params[6] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i64, cg->t_i64};
-  fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 6, false));
+static void set_fn_attrs(Cg *cg, LLVMValueRef fn, unsigned noalias_params) {
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   static const char *const fn_attrs[] = {"nounwind", "noinline"};
   for (int i = 0; i < 2; i++) {
@@ -433,7 +426,7 @@ static LLVMValueRef gemm_function(Cg *cg, bool ta, bool tb) {
     LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
                             LLVMCreateEnumAttribute(cg->ctx, kind, 0));
   }
-  for (unsigned i = 1; i <= 3; i++) {
+  for (unsigned i = 1; i <= noalias_params; i++) {
     static const char *const ptr_attrs[] = {"noalias", "nocapture"};
     for (int j = 0; j < 2; j++) {
       unsigned kind = LLVMGetEnumAttributeKindForName(ptr_attrs[j], strlen(ptr_attrs[j]));
@@ -445,13 +438,35 @@ static LLVMValueRef gemm_function(Cg *cg, bool ta, bool tb) {
     LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
                             LLVMCreateStringAttribute(cg->ctx, kv[i][0], (unsigned)strlen(kv[i][0]),
                                                       kv[i][1], (unsigned)strlen(kv[i][1])));
-  Gemm g = {.cg = cg, .fn = fn, .geo = gemm_geom(cg), .ta = ta, .tb = tb};
+}
+
+/* The parameters of the GEMM function, in order. */
+enum { GP_C, GP_A, GP_B, GP_M, GP_K, GP_P, GP_LDC, GP_AI, GP_AK, GP_BK, GP_BJ, GP_ACC, GP_COUNT };
+_Static_assert(GP_COUNT == CG_GEMM_NARGS, "cg_gemm_strided's arguments");
+
+/* void <prefix>_gemm(float *c, float *a, float *b, i64 m, i64 k, i64 p,
+ *                    i64 ldc, i64 a_i, i64 a_k, i64 b_k, i64 b_j, i1 acc):
+ * C[i, j] (+)= sum over k of A[i*a_i + k*a_k] B[k*b_k + j*b_j], C's rows
+ * ldc apart.  Strides make the transposition cases one function (JIT time
+ * is per function) and let a thread compute a block of C. */
+static LLVMValueRef gemm_function(Cg *cg) {
+  const char *name = dl_arena_printf(cg->cc->arena, "%s_gemm", cg->prefix);
+  LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+  if (fn) return fn;
+  LLVMTypeRef params[GP_COUNT];
+  for (int i = 0; i < GP_COUNT; i++)
+    params[i] = i <= GP_B ? cg->t_ptr : i == GP_ACC ? LLVMInt1TypeInContext(cg->ctx) : cg->t_i64;
+  fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, GP_COUNT, false));
+  set_fn_attrs(cg, fn, 3);
+  Gemm g = {.cg = cg, .fn = fn, .geo = gemm_geom(cg)};
   g.t_vec = LLVMVectorType(cg->t_f32, (unsigned)g.geo.lanes);
-  static const char *const names[6] = {"c", "a", "b", "m", "k", "p"};
-  LLVMValueRef *slots[6] = {&g.c, &g.a, &g.bm, &g.m, &g.k, &g.p};
-  for (unsigned i = 0; i < 6; i++) {
+  static const char *const names[GP_COUNT] = {"c",   "a",   "b",   "m",   "k",   "p",
+                                              "ldc", "a_i", "a_k", "b_k", "b_j", "acc"};
+  LLVMValueRef *slots[GP_COUNT] = {&g.c,   &g.a,   &g.bm,  &g.m,   &g.k,   &g.p,
+                                   &g.ldc, &g.a_i, &g.a_k, &g.b_k, &g.b_j, &g.accumulate};
+  for (unsigned i = 0; i < GP_COUNT; i++) {
     *slots[i] = LLVMGetParam(fn, i);
-    LLVMSetValueName2(*slots[i], names[i], 1);
+    LLVMSetValueName2(*slots[i], names[i], strlen(names[i]));
   }
   /* The caller's builder position is restored afterwards. */
   g.b = LLVMCreateBuilderInContext(cg->ctx);
@@ -461,9 +476,193 @@ static LLVMValueRef gemm_function(Cg *cg, bool ta, bool tb) {
   return fn;
 }
 
+/* ---- threads ------------------------------------------------------------------
+ *
+ * A product big enough to share is split into blocks of whole micro-tile
+ * rows (MR) or columns (NR) and handed to the runtime's dlrt_parallel_for,
+ * which gives each thread a contiguous range of blocks; the thread runs the
+ * GEMM on its part of C.  Every element of C is computed by one thread with
+ * the same k blocking, in the same order, whatever the number of threads:
+ * the result is bit-identical.  Splitting the columns makes every thread
+ * pack all of A, splitting the rows all of B, so the split is along the
+ * dimension whose duplicate packing costs less.  Products below
+ * CG_GEMM_PARALLEL_MACS multiply-adds (16.8 M, about 170 us of work) stay
+ * on the calling thread: waking a worker that sleeps on its condition
+ * variable took 45 us or more on the benchmark's virtual machine (more when
+ * another process holds the second core), and below that size the second
+ * thread joined too late to gain anything: the MLP at batch 64 was slower on
+ * two threads than on one with the limit at 8.4 M (bench/RESULTS.md). */
+
+/* The task's argument block: the GEMM's parameters (ACC widened to i64),
+ * then whether the blocks are rows. */
+enum { GT_BY_ROWS = GP_COUNT, GT_COUNT };
+
+static LLVMTypeRef task_args_type(Cg *cg) {
+  LLVMTypeRef f[GT_COUNT];
+  for (int i = 0; i < GT_COUNT; i++)
+    f[i] = i <= GP_B ? cg->t_ptr : cg->t_i64;
+  return LLVMStructTypeInContext(cg->ctx, f, GT_COUNT, false);
+}
+
+/* void <prefix>_gemm_task(ptr args, i64 begin, i64 end): the blocks
+ * [begin, end) of the product described by args. */
+static LLVMValueRef gemm_task_function(Cg *cg) {
+  const char *name = dl_arena_printf(cg->cc->arena, "%s_gemm_task", cg->prefix);
+  LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+  if (fn) return fn;
+  LLVMValueRef gemm = gemm_function(cg);
+  LLVMTypeRef params[3] = {cg->t_ptr, cg->t_i64, cg->t_i64};
+  fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 3, false));
+  set_fn_attrs(cg, fn, 0);
+  GemmGeom geo = gemm_geom(cg);
+  Gemm g = {.cg = cg, .fn = fn, .geo = geo};
+  g.b = LLVMCreateBuilderInContext(cg->ctx);
+  LLVMPositionBuilderAtEnd(g.b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+  LLVMTypeRef st = task_args_type(cg);
+  LLVMValueRef args = LLVMGetParam(fn, 0), begin = LLVMGetParam(fn, 1), end = LLVMGetParam(fn, 2);
+  LLVMValueRef v[GT_COUNT];
+  for (unsigned i = 0; i < GT_COUNT; i++)
+    v[i] = load(&g, LLVMStructGetTypeAtIndex(st, i), LLVMBuildStructGEP2(g.b, st, args, i, ""), 8);
+  LLVMValueRef call[GP_COUNT];
+  memcpy(call, v, sizeof call);
+  call[GP_ACC] = LLVMBuildICmp(g.b, LLVMIntNE, v[GP_ACC], ci(&g, 0), "");
+  GIf rows;
+  if_open(&g, &rows, LLVMBuildICmp(g.b, LLVMIntNE, v[GT_BY_ROWS], ci(&g, 0), ""));
+  for (int by_rows = 1; by_rows >= 0; by_rows--) {
+    /* [i0, i1) of m, or [j0, j1) of p */
+    int unit = by_rows ? geo.mr : geo.nr;
+    LLVMValueRef total = v[by_rows ? GP_M : GP_P];
+    LLVMValueRef lo = mul(&g, begin, ci(&g, unit));
+    LLVMValueRef hi = min64(&g, mul(&g, end, ci(&g, unit)), total);
+    LLVMValueRef cs[GP_COUNT];
+    memcpy(cs, call, sizeof cs);
+    if (by_rows) {
+      cs[GP_C] = gep(&g, v[GP_C], mul(&g, lo, v[GP_LDC]));
+      cs[GP_A] = gep(&g, v[GP_A], mul(&g, lo, v[GP_AI]));
+      cs[GP_M] = sub(&g, hi, lo);
+    } else {
+      cs[GP_C] = gep(&g, v[GP_C], lo);
+      cs[GP_B] = gep(&g, v[GP_B], mul(&g, lo, v[GP_BJ]));
+      cs[GP_P] = sub(&g, hi, lo);
+    }
+    LLVMBuildCall2(g.b, LLVMGlobalGetValueType(gemm), gemm, cs, GP_COUNT, "");
+    if (by_rows) if_else(&g, &rows);
+  }
+  if_close(&g, &rows);
+  LLVMBuildRetVoid(g.b);
+  LLVMDisposeBuilder(g.b);
+  return fn;
+}
+
+void cg_plain_loop(Cg *cg, LLVMValueRef latch_br) {
+  /* !llvm.loop !{self, !{"llvm.loop.unroll.disable"},
+   *              !{"llvm.loop.vectorize.enable", i1 false}} */
+  LLVMContextRef ctx = cg->ctx;
+  LLVMMetadataRef unroll = LLVMMDStringInContext2(ctx, "llvm.loop.unroll.disable", 24);
+  LLVMMetadataRef vec[2] = {
+      LLVMMDStringInContext2(ctx, "llvm.loop.vectorize.enable", 26),
+      LLVMValueAsMetadata(LLVMConstInt(LLVMInt1TypeInContext(ctx), 0, false))};
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(ctx, NULL, 0);
+  LLVMMetadataRef ops[3] = {tmp, LLVMMDNodeInContext2(ctx, &unroll, 1),
+                            LLVMMDNodeInContext2(ctx, vec, 2)};
+  LLVMMetadataRef self = LLVMMDNodeInContext2(ctx, ops, 3);
+  LLVMMetadataReplaceAllUsesWith(tmp, self);
+  unsigned kind = LLVMGetMDKindIDInContext(ctx, "llvm.loop", 9);
+  LLVMSetMetadata(latch_br, kind, LLVMMetadataAsValue(ctx, self));
+}
+
+LLVMValueRef cg_parallel_for(Cg *cg) {
+  static const char name[] = "dlrt_parallel_for";
+  LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+  if (fn) return fn;
+  LLVMTypeRef params[5] = {cg->t_ptr, cg->t_i64, cg->t_i32, cg->t_ptr, cg->t_ptr};
+  fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 5, false));
+  unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateEnumAttribute(cg->ctx, nounwind, 0));
+  return fn;
+}
+
+LLVMValueRef cg_entry_alloca(Cg *cg, LLVMTypeRef type, const char *name) {
+  LLVMBasicBlockRef entry =
+      LLVMGetEntryBasicBlock(LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b)));
+  LLVMBuilderRef tmp = LLVMCreateBuilderInContext(cg->ctx);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first)
+    LLVMPositionBuilderBefore(tmp, first);
+  else
+    LLVMPositionBuilderAtEnd(tmp, entry);
+  LLVMValueRef slot = LLVMBuildAlloca(tmp, type, name);
+  LLVMDisposeBuilder(tmp);
+  return slot;
+}
+
+void cg_gemm_strided(Cg *cg, const LLVMValueRef ops[CG_GEMM_NARGS]) {
+  LLVMValueRef gemm = gemm_function(cg);
+  LLVMValueRef args[GP_COUNT];
+  for (int i = 0; i < GP_COUNT; i++)
+    args[i] = ops[i];
+  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, GP_COUNT, "");
+}
+
 void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b,
-                  LLVMValueRef m, LLVMValueRef k, LLVMValueRef p) {
-  LLVMValueRef fn = gemm_function(cg, ta, tb);
-  LLVMValueRef args[6] = {c, a, b, m, k, p};
-  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(fn), fn, args, 6, "");
+                  LLVMValueRef m, LLVMValueRef k, LLVMValueRef p, LLVMValueRef pool) {
+  LLVMBuilderRef bld = cg->b;
+  Gemm g = {.cg = cg, .b = bld, .geo = gemm_geom(cg)};
+  LLVMValueRef one = ci(&g, 1);
+  LLVMValueRef args[GP_COUNT] = {
+      [GP_C] = c,
+      [GP_A] = a,
+      [GP_B] = b,
+      [GP_M] = m,
+      [GP_K] = k,
+      [GP_P] = p,
+      [GP_LDC] = p,
+      /* A is [m, k], or [k, m] when transposed; B [k, p] or [p, k]. */
+      [GP_AI] = ta ? one : k,
+      [GP_AK] = ta ? m : one,
+      [GP_BK] = tb ? one : p,
+      [GP_BJ] = tb ? k : one,
+      [GP_ACC] = LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), 0, false),
+  };
+  LLVMValueRef gemm = gemm_function(cg);
+  if (!pool) {
+    LLVMBuildCall2(bld, LLVMGlobalGetValueType(gemm), gemm, args, GP_COUNT, "");
+    return;
+  }
+  /* Rows when the duplicate packing of B (k x p) costs less than A's (m x
+   * k), provided there are at least two blocks of rows. */
+  LLVMValueRef mr = ci(&g, g.geo.mr), nr = ci(&g, g.geo.nr);
+  LLVMValueRef row_blocks = LLVMBuildSDiv(bld, add(&g, m, sub(&g, mr, one)), mr, "");
+  LLVMValueRef col_blocks = LLVMBuildSDiv(bld, add(&g, p, sub(&g, nr, one)), nr, "");
+  LLVMValueRef by_rows = LLVMBuildOr(bld, LLVMBuildICmp(bld, LLVMIntSGT, m, p, ""),
+                                     LLVMBuildICmp(bld, LLVMIntSLT, col_blocks, ci(&g, 2), ""), "");
+  by_rows = LLVMBuildAnd(bld, by_rows, LLVMBuildICmp(bld, LLVMIntSGE, row_blocks, ci(&g, 2), ""),
+                         "by_rows");
+  LLVMValueRef blocks = LLVMBuildSelect(bld, by_rows, row_blocks, col_blocks, "");
+  LLVMValueRef macs = mul(&g, mul(&g, m, k), p);
+  LLVMValueRef share = LLVMBuildAnd(
+      bld, LLVMBuildIsNotNull(bld, pool, ""),
+      LLVMBuildAnd(bld, LLVMBuildICmp(bld, LLVMIntSGE, macs, ci(&g, CG_GEMM_PARALLEL_MACS), ""),
+                   LLVMBuildICmp(bld, LLVMIntSGE, blocks, ci(&g, 2), ""), ""),
+      "share");
+  GIf split;
+  g.fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(bld));
+  if_open(&g, &split, share);
+  LLVMTypeRef st = task_args_type(cg);
+  LLVMValueRef block = cg_entry_alloca(cg, st, "gemm_args");
+  for (unsigned i = 0; i < GT_COUNT; i++) {
+    LLVMValueRef val = i == GT_BY_ROWS ? LLVMBuildZExt(bld, by_rows, cg->t_i64, "")
+                       : i == GP_ACC   ? LLVMBuildZExt(bld, args[GP_ACC], cg->t_i64, "")
+                                       : args[i];
+    store(&g, val, LLVMBuildStructGEP2(bld, st, block, i, ""), 8);
+  }
+  LLVMValueRef pf = cg_parallel_for(cg);
+  /* One range per thread: each range packs a whole operand again. */
+  LLVMValueRef pargs[5] = {pool, blocks, LLVMConstInt(cg->t_i32, 1, false), gemm_task_function(cg),
+                           block};
+  LLVMBuildCall2(bld, LLVMGlobalGetValueType(pf), pf, pargs, 5, "");
+  if_else(&g, &split);
+  LLVMBuildCall2(bld, LLVMGlobalGetValueType(gemm), gemm, args, GP_COUNT, "");
+  if_close(&g, &split);
 }

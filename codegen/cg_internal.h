@@ -1,7 +1,8 @@
 /* cg_internal.h - shared state of the code generator (private to codegen/).
  *
- *   cg_kernels.c  one LLVM function per kernel node (CPU loops or NVPTX
- *                 grid-stride kernels): the per-op generator table
+ *   cg_kernels.c  one LLVM function per kernel of the plan (CPU loops or
+ *                 NVPTX grid-stride kernels): fused elementwise, reduction
+ *                 and matmul kernels, and the per-op generators
  *   cg_module.c   target machines, the module with its entry functions and
  *                 DlrtProgram table, the O3 pipeline, IR/asm/object/PTX/header
  *   cg_jit.c      the ORC LLJIT
@@ -39,27 +40,50 @@ typedef struct Cg {
   LLVMModuleRef mod;
   LLVMBuilderRef b;
   LLVMTypeRef t_f32, t_i64, t_i32, t_ptr, t_void;
-  LLVMValueRef *kernel; /* per node: its kernel function, or NULL */
+  LLVMValueRef *kernel; /* per kernel of the program: its function, or NULL */
 } Cg;
 
-/* Does node `id` get a kernel at all?  Leaves never do. */
-bool cg_node_has_kernel(const DlGraph *g, DlNodeId id);
-/* The input nodes whose buffers are passed to the kernel of `id`, in
- * parameter order after the output pointer (ASSIGN passes only its value:
- * its output buffer is the parameter).  Returns their number. */
-int cg_kernel_args(const DlGraph *g, DlNodeId id, DlNodeId args[DL_MAX_INPUTS]);
-/* Emit the kernel of node `id` into cg->mod and record it in cg->kernel[id].
- * Returns false (diagnostic recorded) on failure. */
-bool cg_emit_kernel(Cg *cg, DlNodeId id);
+/* The buffers passed to kernel k after its output (the root's buffer), in
+ * parameter order: the distinct buffers of its operands, less the output's
+ * own (an ASSIGN's kernel reads its parameter through the output pointer)
+ * and the uniform constants folded into the code.  Returns their number. */
+int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPERANDS]);
+/* What kernel k's function depends on, as a string (arena memory): kernels
+ * with equal signatures share one function. */
+const char *cg_kernel_signature(const DlProgram *p, int k, DlArena *arena);
+/* Emit kernel k into cg->mod and record it in cg->kernel[k].  Returns false
+ * (diagnostic recorded) on failure. */
+bool cg_emit_kernel(Cg *cg, int k);
 
 /* ---- cg_gemm.c ---- */
 
 /* Emit a call of the packed GEMM (cg_gemm.c) at the builder's position:
  * c[m, p] = op(a) @ op(b) with op(a) [m, k] (a stored [k, m] when ta) and
  * op(b) [k, p] (b stored [p, k] when tb), all row-major and contiguous; m, k
- * and p are i64 values (they may depend on the batch size). */
+ * and p are i64 values (they may depend on the batch size).  pool: the
+ * runtime's thread pool (a pointer, possibly null at run time) to split the
+ * product over, or NULL to emit no parallel path. */
+/* Products of fewer multiply-adds run on the calling thread. */
+#define CG_GEMM_PARALLEL_MACS (1 << 24)
 void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b,
-                  LLVMValueRef m, LLVMValueRef k, LLVMValueRef p);
+                  LLVMValueRef m, LLVMValueRef k, LLVMValueRef p, LLVMValueRef pool);
+
+/* A call of the GEMM on this thread with explicit strides:
+ *   C[i ldc + j] (+)= sum over k of A[i a_i + k a_k] B[k b_k + j b_j]
+ * ops: c, a, b (float pointers), m, k, p, ldc, a_i, a_k, b_k, b_j (i64),
+ * accumulate (i1: add to C instead of overwriting it). */
+#define CG_GEMM_NARGS 12
+void cg_gemm_strided(Cg *cg, const LLVMValueRef ops[CG_GEMM_NARGS]);
+
+/* The declaration of the runtime's dlrt_parallel_for(pool, count,
+ * per_thread, fn, arg) in the module. */
+LLVMValueRef cg_parallel_for(Cg *cg);
+/* Mark the loop whose latch branch this is as neither unrolled nor
+ * vectorised (LLVM's work on a loop costs JIT time). */
+void cg_plain_loop(Cg *cg, LLVMValueRef latch_br);
+/* An alloca in the entry block of the function the builder is in (so that a
+ * loop does not grow the stack). */
+LLVMValueRef cg_entry_alloca(Cg *cg, LLVMTypeRef type, const char *name);
 
 /* ---- cg_module.c ---- */
 

@@ -2,7 +2,8 @@
  *
  * The module is built and optimised exactly as for an object file (host CPU,
  * O3), handed to an LLJIT whose main JITDylib also sees the symbols of the
- * process (expf, logf, powf ... that LLVM's math intrinsics lower to), and
+ * process (expf, logf, powf ... that LLVM's math intrinsics lower to) and the
+ * runtime's dlrt_parallel_for (which an object file gets from libdlrt.a), and
  * the "<prefix>_program" table is looked up: from then on the program is
  * ordinary data and function pointers, as it would be after linking.
  */
@@ -72,6 +73,18 @@ static DlJit *jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegen
     return NULL;
   }
   LLVMOrcJITDylibAddGenerator(main_dylib, process_syms);
+  /* The runtime's thread pool entry, by address: dlcc links the runtime
+   * statically, and its symbols are not exported from the executable. */
+  LLVMOrcCSymbolMapPair runtime_sym = {
+      LLVMOrcLLJITMangleAndIntern(lljit, "dlrt_parallel_for"),
+      {(LLVMOrcExecutorAddress)(uintptr_t)&dlrt_parallel_for,
+       {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable, 0}}};
+  if (jit_failed(cc, LLVMOrcJITDylibDefine(main_dylib, LLVMOrcAbsoluteSymbols(&runtime_sym, 1)),
+                 "cannot give the JIT the runtime's symbols")) {
+    LLVMOrcDisposeThreadSafeModule(tsm);
+    LLVMOrcDisposeLLJIT(lljit);
+    return NULL;
+  }
   /* Ownership of tsm passes to the JIT even when this fails. */
   if (jit_failed(cc, LLVMOrcLLJITAddLLVMIRModule(lljit, main_dylib, tsm),
                  "the JIT rejected the module")) {

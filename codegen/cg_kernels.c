@@ -25,11 +25,13 @@
 #include "cg_internal.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 /* Operands of an iteration space: the output and the inputs, or (emit_points)
  * the output and one index per axis. */
-#define CG_MAX_OPS (1 + (DL_MAX_INPUTS > DL_MAX_RANK ? DL_MAX_INPUTS : DL_MAX_RANK))
+#define CG_MAX_OPS                                                                                 \
+  (3 + DL_KERNEL_MAX_OPERANDS > 1 + DL_MAX_RANK ? 3 + DL_KERNEL_MAX_OPERANDS : 1 + DL_MAX_RANK)
 
 /* ---- symbolic sizes ------------------------------------------------------ */
 
@@ -93,15 +95,30 @@ static bool broadcast_strides(const int64_t *in_d, const CgSym *in_st, int rin,
 
 typedef struct CgFn {
   Cg *cg;
-  const DlNode *node;
-  DlNodeId id;
+  int k;                /* the kernel's index in the program */
+  const DlKernel *kern; /* the kernel */
+  const DlNode *node;   /* its root (the node of an op kernel) */
+  DlNodeId id;          /* the root's id */
   LLVMValueRef fn;
   LLVMBasicBlockRef entry_bb;
-  LLVMValueRef n;   /* i64 batch size */
-  LLVMValueRef out; /* float* */
+  LLVMValueRef n;    /* i64 batch size */
+  LLVMValueRef pool; /* CPU: the runtime's thread pool (may be null), else NULL */
+  LLVMValueRef out;  /* float*: the root's buffer */
+  /* Op kernels: the root's inputs, in input order. */
   LLVMValueRef in[DL_MAX_INPUTS];
   const DlShape *in_shape[DL_MAX_INPUTS];
   int nin;
+  /* Every kernel: its operands (dl_kernel_operands) and where each is read
+   * from: a buffer, or (op_ptr NULL) a uniform constant folded into the code. */
+  int nops;
+  DlNodeId op_node[DL_KERNEL_MAX_OPERANDS];
+  LLVMValueRef op_ptr[DL_KERNEL_MAX_OPERANDS];
+  LLVMValueRef op_const[DL_KERNEL_MAX_OPERANDS];
+  bool op_ew[DL_KERNEL_MAX_OPERANDS];   /* read elementwise by a node of the kernel */
+  int op_param[DL_KERNEL_MAX_OPERANDS]; /* its buffer's parameter (0: out), or -1 */
+  bool plain; /* small: loops are neither unrolled nor vectorised (see kernel_begin) */
+  int nbufs;  /* buffer parameters: out and the inputs */
+  LLVMValueRef buf[1 + DL_KERNEL_MAX_OPERANDS];
 } CgFn;
 
 static LLVMValueRef i64c(Cg *cg, int64_t v) {
@@ -204,8 +221,9 @@ static void loop_end(CgFn *f, CgLoop *l, LLVMValueRef step) {
   LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->iv, step, "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
   LLVMAddIncoming(l->iv, &next, &latch, 1);
-  LLVMBuildBr(cg->b, l->header);
+  LLVMValueRef br = LLVMBuildBr(cg->b, l->header);
   LLVMPositionBuilderAtEnd(cg->b, l->exit);
+  if (f->plain) cg_plain_loop(cg, br);
 }
 
 /* ---- intrinsics and math ---------------------------------------------------- */
@@ -271,14 +289,66 @@ static LLVMValueRef f_div(CgFn *f, LLVMValueRef a, LLVMValueRef b) {
 static LLVMValueRef fcmp(CgFn *f, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildFCmp(f->cg->b, p, a, b, "");
 }
+static LLVMValueRef icmp(CgFn *f, LLVMIntPredicate p, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildICmp(f->cg->b, p, a, b, "");
+}
+
+static void add_attr(Cg *cg, LLVMValueRef fn, unsigned idx, const char *name) {
+  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+  LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
+}
+
+static void add_str_attr(Cg *cg, LLVMValueRef fn, const char *key, const char *value) {
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateStringAttribute(cg->ctx, key, (unsigned)strlen(key), value,
+                                                    (unsigned)strlen(value)));
+}
+
 static LLVMValueRef select_(CgFn *f, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildSelect(f->cg->b, c, a, b, "");
+}
+
+/* exp on the CPU, as straight-line arithmetic that vectorises (llvm.exp
+ * becomes one libm call per lane, and a softmax kernel of 16-lane calls is
+ * slow and 2,000 instructions long): Cody-Waite reduction x = n ln2 + r with
+ * |r| <= ln2/2, Cephes' degree-6 polynomial for e^r (about 1 ulp), and 2^n
+ * built in the exponent bits, as two factors so that n from -150 to 128
+ * gives denormals, zero and infinity where expf does.  NaN stays NaN. */
+static LLVMValueRef cpu_exp(CgFn *f, LLVMValueRef x) {
+  Cg *cg = f->cg;
+  LLVMBuilderRef b = cg->b;
+  LLVMValueRef lo = f32c(cg, -104.0), hi = f32c(cg, 89.0);
+  LLVMValueRef xc = select_(f, fcmp(f, LLVMRealOLT, x, lo), lo, x);
+  xc = select_(f, fcmp(f, LLVMRealOGT, xc, hi), hi, xc);
+  LLVMValueRef fx = f32_intr1(f, "llvm.floor",
+                              f_add(f, f_mul(f, xc, f32c(cg, 1.44269504088896341)), f32c(cg, 0.5)));
+  LLVMValueRef r = f_sub(f, xc, f_mul(f, fx, f32c(cg, 0.693359375)));
+  r = f_sub(f, r, f_mul(f, fx, f32c(cg, -2.12194440e-4)));
+  static const double P[6] = {1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3,
+                              4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1};
+  LLVMValueRef y = f32c(cg, P[0]);
+  for (int i = 1; i < 6; i++)
+    y = f_add(f, f_mul(f, y, r), f32c(cg, P[i]));
+  y = f_add(f, f_add(f, f_mul(f, f_mul(f, y, r), r), r), f32c(cg, 1.0));
+  LLVMValueRef n = LLVMBuildFPToSI(b, fx, cg->t_i32, "");
+  LLVMValueRef n1 = LLVMBuildAShr(b, n, LLVMConstInt(cg->t_i32, 1, false), "");
+  LLVMValueRef n2 = LLVMBuildSub(b, n, n1, "");
+  LLVMValueRef scale[2];
+  LLVMValueRef ns[2] = {n1, n2};
+  for (int i = 0; i < 2; i++)
+    scale[i] = LLVMBuildBitCast(
+        b,
+        LLVMBuildShl(b, LLVMBuildAdd(b, ns[i], LLVMConstInt(cg->t_i32, 127, false), ""),
+                     LLVMConstInt(cg->t_i32, 23, false), ""),
+        cg->t_f32, "");
+  LLVMValueRef v = f_mul(f, f_mul(f, y, scale[0]), scale[1]);
+  return select_(f, fcmp(f, LLVMRealUNO, x, x), x, v);
 }
 
 /* NVPTX has no libm (libdevice is not available): exp and log are built from
  * exp2 and log2. */
 static LLVMValueRef m_exp(CgFn *f, LLVMValueRef x) {
-  if (!on_gpu(f)) return f32_intr1(f, "llvm.exp", x);
+  if (!on_gpu(f)) return cpu_exp(f, x);
   return m_exp2(f, f_mul(f, x, f32c(f->cg, 1.4426950408889634))); /* log2(e) */
 }
 
@@ -419,18 +489,22 @@ static void nest_simplify(CgNest *nest) {
  * offset of every operand there. */
 typedef void (*CgBody)(CgFn *f, LLVMValueRef *off, void *user);
 
+/* The loop of dimension d and those inside it; the outermost loop runs over
+ * [range[0], range[1]) when range is given, else over the whole dimension. */
 static void nest_level(CgFn *f, const CgNest *nest, int d, LLVMValueRef *base, CgBody body,
-                       void *user) {
+                       void *user, LLVMValueRef *range) {
   if (d == nest->rank) {
     body(f, base, user);
     return;
   }
   CgLoop l;
-  LLVMValueRef i = loop_begin(f, &l, i64c(f->cg, 0), sym_value(f, nest->dim[d]), "i");
+  LLVMValueRef i = range && d == 0
+                       ? loop_begin(f, &l, range[0], range[1], "i")
+                       : loop_begin(f, &l, i64c(f->cg, 0), sym_value(f, nest->dim[d]), "i");
   LLVMValueRef off[CG_MAX_OPS];
   for (int op = 0; op < nest->nops; op++)
     off[op] = idx_add(f, base[op], idx_mul(f, i, sym_value(f, nest->stride[op][d])));
-  nest_level(f, nest, d + 1, off, body, user);
+  nest_level(f, nest, d + 1, off, body, user, range);
   loop_end(f, &l, i64c(f->cg, 1));
 }
 
@@ -441,7 +515,7 @@ static void emit_loops(CgFn *f, const CgNest *nest_in, CgBody body, void *user) 
   LLVMValueRef off[CG_MAX_OPS];
   for (int op = 0; op < nest.nops; op++)
     off[op] = i64c(f->cg, 0);
-  nest_level(f, &nest, 0, off, body, user);
+  nest_level(f, &nest, 0, off, body, user, NULL);
 }
 
 /* A PTX special register (thread and block index and count).  GPU-style
@@ -495,57 +569,306 @@ static void emit_space(CgFn *f, const CgNest *nest, CgBody body, void *user) {
 }
 
 static bool internal(CgFn *f, const char *what) {
+  unsigned op = (unsigned)f->node->op;
   dl_error(f->cg->cc, f->node->loc, "internal error: cannot generate code for %s node %%%d: %s",
-           dl_op_info[f->node->op].name, (int)f->id, what);
+           op < (unsigned)DL_OP_COUNT ? dl_op_info[op].name : "?", (int)f->id, what);
   return false;
 }
 
-/* ---- elementwise kernels: unary, binary, expand, assign, reshape copy ---- */
+/* ---- fused kernels: the values of a kernel's nodes at one point ----------
+ *
+ * Map, reduce and matmul kernels evaluate their elementwise nodes at each
+ * point of one iteration space (the root's shape, a reduction's input shape,
+ * or the matmul's shape): an operand is loaded at its offset there
+ * (broadcast operands have stride 0), a node of the kernel is computed from
+ * its inputs' values, each value once per point. */
+
+/* Kernels never hold more than this many nodes (fusion stops there). */
+#define CG_MAX_FUSED DL_KERNEL_MAX_NODES
+
+typedef struct Fused {
+  /* Nest operand of each kernel operand's elementwise reads (0: not read). */
+  int op_nest[DL_KERNEL_MAX_OPERANDS];
+  LLVMValueRef scale[CG_MAX_FUSED]; /* per node of the kernel: EXPAND mean's divisor, else NULL */
+  /* Per point: */
+  LLVMValueRef *off;                           /* nest operand offsets */
+  LLVMValueRef memo[CG_MAX_FUSED];             /* per node of the kernel */
+  LLVMValueRef op_val[DL_KERNEL_MAX_OPERANDS]; /* per operand */
+} Fused;
+
+static int node_index(const DlKernel *kern, DlNodeId id) {
+  for (int i = 0; i < kern->nnodes; i++)
+    if (kern->nodes[i] == id) return i;
+  return -1;
+}
+
+static int operand_index(const CgFn *f, DlNodeId id) {
+  for (int i = 0; i < f->nops; i++)
+    if (f->op_node[i] == id) return i;
+  return -1;
+}
+
+/* The value of node id at the current point (fu->off). */
+static LLVMValueRef fused_value(CgFn *f, Fused *fu, DlNodeId id) {
+  int at = node_index(f->kern, id);
+  if (at < 0) {
+    int j = operand_index(f, id);
+    if (j < 0) {
+      internal(f, "a fused node reads a value that is neither computed nor an operand");
+      return f32c(f->cg, 0.0);
+    }
+    if (!fu->op_val[j])
+      fu->op_val[j] =
+          f->op_ptr[j] ? load_f32(f, f->op_ptr[j], fu->off[fu->op_nest[j]]) : f->op_const[j];
+    return fu->op_val[j];
+  }
+  if (fu->memo[at]) return fu->memo[at];
+  const DlNode *nd = dl_node(f->cg->g, id);
+  LLVMValueRef x[DL_MAX_INPUTS] = {NULL};
+  int first = nd->op == DL_OP_ASSIGN ? 1 : 0;
+  for (int i = first; i < nd->nin; i++)
+    x[i - first] = fused_value(f, fu, nd->in[i]);
+  LLVMValueRef v = map_value(f, nd->op, x, fu->scale[at]);
+  if (!v) {
+    internal(f, "not an elementwise op");
+    v = f32c(f->cg, 0.0);
+  }
+  return fu->memo[at] = v;
+}
+
+static void fused_point(Fused *fu, LLVMValueRef *off) {
+  fu->off = off;
+  memset(fu->memo, 0, sizeof fu->memo);
+  memset(fu->op_val, 0, sizeof fu->op_val);
+}
+
+/* Divisors of the kernel's EXPAND-mean nodes, computed once before the loops. */
+static void fused_scales(CgFn *f, Fused *fu) {
+  for (int i = 0; i < f->kern->nnodes; i++) {
+    const DlNode *nd = dl_node(f->cg->g, f->kern->nodes[i]);
+    fu->scale[i] = NULL;
+    if (nd->op != DL_OP_EXPAND || !nd->attr.expand.mean) continue;
+    const DlShape *from = &dl_node(f->cg->g, nd->in[0])->shape;
+    LLVMValueRef factor = LLVMBuildSDiv(f->cg->b, sym_value(f, shape_numel(&nd->shape)),
+                                        sym_value(f, shape_numel(from)), "");
+    fu->scale[i] = LLVMBuildSIToFP(f->cg->b, factor, f->cg->t_f32, "");
+  }
+}
+
+/* The operands read elementwise become nest operands from `first` on, each
+ * with its broadcast strides over `space`.  False if one does not broadcast. */
+static bool fused_operands(CgFn *f, Fused *fu, const DlShape *space, CgNest *nest, int first) {
+  nest->nops = first;
+  for (int j = 0; j < f->nops; j++) {
+    fu->op_nest[j] = 0;
+    if (!f->op_ptr[j] || !f->op_ew[j]) continue;
+    const DlShape *s = &dl_node(f->cg->g, f->op_node[j])->shape;
+    CgSym st[DL_MAX_RANK];
+    contiguous_strides(s, st);
+    if (!broadcast_strides(s->d, st, s->rank, space->d, space->rank, nest->stride[nest->nops]))
+      return internal(f, "an operand does not broadcast to the kernel's shape");
+    fu->op_nest[j] = nest->nops++;
+  }
+  return true;
+}
+
+/* The value a map kernel stores: its root's, or an ASSIGN's value. */
+static LLVMValueRef fused_root_value(CgFn *f, Fused *fu) {
+  const DlNode *root = f->node;
+  return root->op == DL_OP_ASSIGN ? fused_value(f, fu, root->in[1]) : fused_value(f, fu, f->id);
+}
+
+/* ---- map kernels: elementwise chains, assign, and matmul epilogues ---------- */
 
 typedef struct MapCtx {
-  DlOp op;
-  int nin;
-  LLVMValueRef scale;
+  Fused fu;
+  DlNodeId anchor; /* MATMUL epilogue: the matmul, whose value is already in out */
 } MapCtx;
 
 static void map_body(CgFn *f, LLVMValueRef *off, void *user) {
   MapCtx *m = user;
-  LLVMValueRef x[DL_MAX_INPUTS] = {NULL};
-  for (int i = 0; i < m->nin; i++)
-    x[i] = load_f32(f, f->in[i], off[1 + i]);
-  LLVMValueRef y = map_value(f, m->op, x, m->scale);
-  if (y)
-    store_f32(f, y, f->out, off[0]);
-  else
-    internal(f, "not an elementwise op");
+  fused_point(&m->fu, off);
+  if (m->anchor != DL_NONE)
+    m->fu.memo[node_index(f->kern, m->anchor)] = load_f32(f, f->out, off[0]);
+  store_f32(f, fused_root_value(f, &m->fu), f->out, off[0]);
+}
+
+/* The nest of a map over the root's shape: out and the operands. */
+static bool map_nest(CgFn *f, MapCtx *m, CgNest *nest) {
+  const DlShape *s = &f->node->shape;
+  nest->rank = s->rank;
+  for (int d = 0; d < s->rank; d++)
+    nest->dim[d] = sym_dim(s->d[d]);
+  contiguous_strides(s, nest->stride[0]);
+  return fused_operands(f, &m->fu, s, nest, 1);
+}
+
+/* ---- elementwise kernels on several threads ------------------------------------
+ *
+ * A map kernel that can have CG_MAP_PARALLEL_ELEMS elements or more (at the
+ * largest batch; smaller ones finish before a sleeping worker wakes, see
+ * cg_gemm.c) is three functions: the loops, as a function of a range of
+ * the outermost loop ("_part", with noalias buffers like every kernel); a
+ * trampoline taking its buffers from an argument block, which
+ * dlrt_parallel_for calls with each thread's range; and the kernel, which
+ * hands the pool the whole range when the pool exists and the kernel is at
+ * least that large at this batch size, and otherwise calls the part on the
+ * whole range itself.  Each element is computed the same way on any thread. */
+#define CG_MAP_PARALLEL_ELEMS (1 << 18)
+/* Ranges are cheap to start, and a thread that loses its core in the
+ * middle holds up only a small one. */
+#define CG_MAP_RANGES_PER_THREAD 4
+
+static int64_t sym_at(CgSym s, int64_t n) {
+  int64_t v = s.c;
+  for (int i = 0; i < s.k; i++)
+    v *= n;
+  return v;
+}
+
+/* A function like f's kernel with two more i64 parameters (begin, end) after
+ * n, no pool, and the same buffers: *part is f redirected to it. */
+static void begin_part(CgFn *f, CgFn *part, LLVMValueRef *range) {
+  Cg *cg = f->cg;
+  LLVMTypeRef params[DL_KERNEL_MAX_OPERANDS + 4];
+  for (int i = 0; i < f->nbufs; i++)
+    params[i] = cg->t_ptr;
+  for (int i = 0; i < 3; i++)
+    params[f->nbufs + i] = cg->t_i64;
+  const char *name = dl_arena_printf(cg->cc->arena, "%s_part", LLVMGetValueName(f->fn));
+  LLVMValueRef fn = LLVMAddFunction(
+      cg->mod, name, LLVMFunctionType(cg->t_void, params, (unsigned)f->nbufs + 3, 0));
+  /* The kernel's attributes (noalias buffers, target CPU, internal). */
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  unsigned nattr = LLVMGetAttributeCountAtIndex(f->fn, LLVMAttributeFunctionIndex);
+  LLVMAttributeRef attrs[32];
+  if (nattr <= 32) {
+    LLVMGetAttributesAtIndex(f->fn, LLVMAttributeFunctionIndex, attrs);
+    for (unsigned i = 0; i < nattr; i++)
+      LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, attrs[i]);
+  }
+  /* Called from the kernel and from the trampoline: one copy of the loops. */
+  add_attr(cg, fn, LLVMAttributeFunctionIndex, "noinline");
+  for (unsigned i = 1; i <= (unsigned)f->nbufs; i++) {
+    unsigned na = LLVMGetAttributeCountAtIndex(f->fn, i);
+    if (na > 32) continue;
+    LLVMGetAttributesAtIndex(f->fn, i, attrs);
+    for (unsigned a = 0; a < na; a++)
+      LLVMAddAttributeAtIndex(fn, i, attrs[a]);
+  }
+  *part = *f;
+  part->fn = fn;
+  for (int i = 0; i < f->nbufs; i++)
+    part->buf[i] = LLVMGetParam(fn, (unsigned)i);
+  part->out = part->buf[0];
+  part->n = LLVMGetParam(fn, (unsigned)f->nbufs);
+  part->pool = NULL;
+  range[0] = LLVMGetParam(fn, (unsigned)f->nbufs + 1);
+  range[1] = LLVMGetParam(fn, (unsigned)f->nbufs + 2);
+  for (int j = 0; j < f->nops; j++)
+    if (f->op_param[j] >= 0) part->op_ptr[j] = part->buf[f->op_param[j]];
+  for (int i = 0; i < f->nin; i++) {
+    int j = operand_index(f, f->node->in[i]);
+    if (j >= 0 && part->op_ptr[j]) part->in[i] = part->op_ptr[j];
+  }
+  part->entry_bb = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
+  LLVMPositionBuilderAtEnd(cg->b, part->entry_bb);
+}
+
+/* void <part>_task(ptr args, i64 begin, i64 end): args holds the buffers
+ * and n. */
+static LLVMValueRef part_trampoline(CgFn *f, LLVMValueRef part, LLVMTypeRef args_ty) {
+  Cg *cg = f->cg;
+  LLVMTypeRef params[3] = {cg->t_ptr, cg->t_i64, cg->t_i64};
+  const char *name = dl_arena_printf(cg->cc->arena, "%s_task", LLVMGetValueName(part));
+  LLVMValueRef fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 3, false));
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  add_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(cg->ctx);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+  LLVMValueRef call[DL_KERNEL_MAX_OPERANDS + 4];
+  for (int i = 0; i <= f->nbufs; i++)
+    call[i] =
+        LLVMBuildLoad2(b, LLVMStructGetTypeAtIndex(args_ty, (unsigned)i),
+                       LLVMBuildStructGEP2(b, args_ty, LLVMGetParam(fn, 0), (unsigned)i, ""), "");
+  call[f->nbufs + 1] = LLVMGetParam(fn, 1);
+  call[f->nbufs + 2] = LLVMGetParam(fn, 2);
+  LLVMBuildCall2(b, LLVMGlobalGetValueType(part), part, call, (unsigned)f->nbufs + 3, "");
+  LLVMBuildRetVoid(b);
+  LLVMDisposeBuilder(b);
+  return fn;
+}
+
+/* In the kernel f: part(bufs..., n, 0, count) on the pool's threads when
+ * there is a pool (and, with `size` given, when it is at least
+ * CG_MAP_PARALLEL_ELEMS), else on this one. */
+static void part_dispatch(CgFn *f, LLVMValueRef part, LLVMValueRef count, LLVMValueRef size,
+                          int per_thread) {
+  Cg *cg = f->cg;
+  LLVMTypeRef fields[DL_KERNEL_MAX_OPERANDS + 2];
+  for (int i = 0; i < f->nbufs; i++)
+    fields[i] = cg->t_ptr;
+  fields[f->nbufs] = cg->t_i64;
+  LLVMTypeRef args_ty = LLVMStructTypeInContext(cg->ctx, fields, (unsigned)f->nbufs + 1, false);
+  LLVMValueRef share = LLVMBuildIsNotNull(cg->b, f->pool, "");
+  if (size)
+    share = LLVMBuildAnd(cg->b, share, icmp(f, LLVMIntSGE, size, i64c(cg, CG_MAP_PARALLEL_ELEMS)),
+                         "share");
+  LLVMBasicBlockRef pool_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "pool");
+  LLVMBasicBlockRef here_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "here");
+  LLVMBasicBlockRef done_bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "done");
+  LLVMBuildCondBr(cg->b, share, pool_bb, here_bb);
+  LLVMPositionBuilderAtEnd(cg->b, pool_bb);
+  LLVMValueRef args = cg_entry_alloca(cg, args_ty, "part_args");
+  for (int i = 0; i <= f->nbufs; i++)
+    LLVMBuildStore(cg->b, i < f->nbufs ? f->buf[i] : f->n,
+                   LLVMBuildStructGEP2(cg->b, args_ty, args, (unsigned)i, ""));
+  LLVMValueRef pf = cg_parallel_for(cg);
+  LLVMValueRef pargs[5] = {f->pool, count, LLVMConstInt(cg->t_i32, (unsigned)per_thread, 0),
+                           part_trampoline(f, part, args_ty), args};
+  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(pf), pf, pargs, 5, "");
+  LLVMBuildBr(cg->b, done_bb);
+  LLVMPositionBuilderAtEnd(cg->b, here_bb);
+  LLVMValueRef call[DL_KERNEL_MAX_OPERANDS + 4];
+  for (int i = 0; i < f->nbufs; i++)
+    call[i] = f->buf[i];
+  call[f->nbufs] = f->n;
+  call[f->nbufs + 1] = i64c(cg, 0);
+  call[f->nbufs + 2] = count;
+  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(part), part, call, (unsigned)f->nbufs + 3, "");
+  LLVMBuildBr(cg->b, done_bb);
+  LLVMPositionBuilderAtEnd(cg->b, done_bb);
+}
+
+static bool emit_map_parallel(CgFn *f, MapCtx *m) {
+  Cg *cg = f->cg;
+  CgFn part;
+  LLVMValueRef range[2];
+  begin_part(f, &part, range);
+  fused_scales(&part, &m->fu);
+  CgNest nest;
+  if (!map_nest(&part, m, &nest)) return false;
+  nest_simplify(&nest);
+  LLVMValueRef off[CG_MAX_OPS];
+  for (int op = 0; op < nest.nops; op++)
+    off[op] = i64c(cg, 0);
+  nest_level(&part, &nest, 0, off, map_body, m, range);
+  LLVMBuildRetVoid(cg->b);
+
+  LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
+  part_dispatch(f, part.fn, sym_value(f, nest.dim[0]), sym_value(f, shape_numel(&f->node->shape)),
+                CG_MAP_RANGES_PER_THREAD);
+  return true;
 }
 
 static bool emit_map(CgFn *f) {
-  const DlNode *nd = f->node;
-  CgNest nest = {.rank = nd->shape.rank, .nops = 1 + f->nin};
-  for (int d = 0; d < nd->shape.rank; d++)
-    nest.dim[d] = sym_dim(nd->shape.d[d]);
-  contiguous_strides(&nd->shape, nest.stride[0]);
-  if (nd->op == DL_OP_RESHAPE) {
-    /* Same elements in the same order: a flat copy. */
-    nest.rank = 1;
-    nest.dim[0] = shape_numel(&nd->shape);
-    nest.stride[0][0] = nest.stride[1][0] = sym_const(1);
-  } else {
-    for (int i = 0; i < f->nin; i++) {
-      CgSym in_st[DL_MAX_RANK];
-      contiguous_strides(f->in_shape[i], in_st);
-      if (!broadcast_strides(f->in_shape[i]->d, in_st, f->in_shape[i]->rank, nd->shape.d,
-                             nd->shape.rank, nest.stride[1 + i]))
-        return internal(f, "input shape does not broadcast to the output shape");
-    }
-  }
-  MapCtx m = {.op = nd->op, .nin = f->nin, .scale = NULL};
-  if (nd->op == DL_OP_EXPAND && nd->attr.expand.mean) {
-    LLVMValueRef factor = LLVMBuildSDiv(f->cg->b, sym_value(f, shape_numel(&nd->shape)),
-                                        sym_value(f, shape_numel(f->in_shape[0])), "");
-    m.scale = LLVMBuildSIToFP(f->cg->b, factor, f->cg->t_f32, "");
-  }
+  MapCtx m = {.anchor = DL_NONE};
+  if (!on_gpu(f) && f->pool &&
+      sym_at(shape_numel(&f->node->shape), f->cg->prog->max_batch) >= CG_MAP_PARALLEL_ELEMS)
+    return emit_map_parallel(f, &m);
+  fused_scales(f, &m.fu);
+  CgNest nest;
+  if (!map_nest(f, &m, &nest)) return false;
   emit_space(f, &nest, map_body, &m);
   return true;
 }
@@ -556,6 +879,9 @@ typedef struct MatmulCtx {
   CgSym m, k, p;            /* out [.., M, P] = a [.., M, K] @ b [.., K, P] */
   CgSym a_i, a_k, b_k, b_j; /* element strides of a and b along i, k, j */
   bool ta, tb;
+  LLVMValueRef a, b; /* the operands' pointers */
+  MapCtx epi;        /* GPU: the epilogue, evaluated per element */
+  bool batch_sum;    /* the kernel is a sum over the batch of the product */
 } MatmulCtx;
 
 /* CPU, one matrix of the batch: i-k-j, so that the innermost loop streams a
@@ -572,11 +898,11 @@ static void matmul_cpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   store_f32(f, f32c(cg, 0.0), f->out, idx_add(f, orow, jz));
   loop_end(f, &lz, i64c(cg, 1));
   LLVMValueRef kk = loop_begin(f, &lk, i64c(cg, 0), k, "k");
-  LLVMValueRef aik = load_f32(f, f->in[0], idx_add(f, arow, idx_mul(f, kk, sym_value(f, c->a_k))));
+  LLVMValueRef aik = load_f32(f, c->a, idx_add(f, arow, idx_mul(f, kk, sym_value(f, c->a_k))));
   LLVMValueRef brow = idx_add(f, off[2], idx_mul(f, kk, sym_value(f, c->b_k)));
   LLVMValueRef j = loop_begin(f, &lj, i64c(cg, 0), p, "j");
   LLVMValueRef o = idx_add(f, orow, j);
-  LLVMValueRef bkj = load_f32(f, f->in[1], idx_add(f, brow, idx_mul(f, j, sym_value(f, c->b_j))));
+  LLVMValueRef bkj = load_f32(f, c->b, idx_add(f, brow, idx_mul(f, j, sym_value(f, c->b_j))));
   /* b's element first: with a[i,k] as the first operand, the SLP vectoriser
    * of LLVM 19 mixes up the operand order of a fully unrolled row and builds
    * shuffles instead of a broadcast. */
@@ -587,16 +913,20 @@ static void matmul_cpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   loop_end(f, &li, i64c(cg, 1));
 }
 
-/* CPU, one matrix of the batch: the packed GEMM of cg_gemm.c. */
+/* CPU, one matrix of the batch: the packed GEMM of cg_gemm.c, which may
+ * share the product between threads when it can be large enough at the
+ * largest batch. */
 static void matmul_gemm_body(CgFn *f, LLVMValueRef *off, void *user) {
   MatmulCtx *c = user;
-  cg_gemm_call(f->cg, c->ta, c->tb, elem_ptr(f, f->out, off[0]), elem_ptr(f, f->in[0], off[1]),
-               elem_ptr(f, f->in[1], off[2]), sym_value(f, c->m), sym_value(f, c->k),
-               sym_value(f, c->p));
+  int64_t n = f->cg->prog->max_batch;
+  int64_t macs = sym_at(c->m, n) * sym_at(c->k, n) * sym_at(c->p, n);
+  cg_gemm_call(f->cg, c->ta, c->tb, elem_ptr(f, f->out, off[0]), elem_ptr(f, c->a, off[1]),
+               elem_ptr(f, c->b, off[2]), sym_value(f, c->m), sym_value(f, c->k),
+               sym_value(f, c->p), macs >= CG_GEMM_PARALLEL_MACS ? f->pool : NULL);
 }
 
 /* NVPTX, one output element: its offsets in a and b are the starts of row i
- * and column j; a dot product over k. */
+ * and column j; a dot product over k, then the epilogue. */
 static void matmul_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   MatmulCtx *c = user;
   Cg *cg = f->cg;
@@ -604,31 +934,75 @@ static void matmul_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   slot_set(f, acc, f32c(cg, 0.0));
   CgLoop lk;
   LLVMValueRef kk = loop_begin(f, &lk, i64c(cg, 0), sym_value(f, c->k), "k");
-  LLVMValueRef a = load_f32(f, f->in[0], idx_add(f, off[1], idx_mul(f, kk, sym_value(f, c->a_k))));
-  LLVMValueRef b = load_f32(f, f->in[1], idx_add(f, off[2], idx_mul(f, kk, sym_value(f, c->b_k))));
+  LLVMValueRef a = load_f32(f, c->a, idx_add(f, off[1], idx_mul(f, kk, sym_value(f, c->a_k))));
+  LLVMValueRef b = load_f32(f, c->b, idx_add(f, off[2], idx_mul(f, kk, sym_value(f, c->b_k))));
   LLVMValueRef args[3] = {a, b, slot_get(f, acc)};
   slot_set(f, acc, intrinsic(f, "llvm.fmuladd", cg->t_f32, args, 3));
   loop_end(f, &lk, i64c(cg, 1));
-  store_f32(f, slot_get(f, acc), f->out, off[0]);
+  if (c->batch_sum) {
+    store_f32(f, slot_get(f, acc), f->out, off[0]);
+    return;
+  }
+  Fused *fu = &c->epi.fu;
+  fused_point(fu, off);
+  fu->memo[node_index(f->kern, c->epi.anchor)] = slot_get(f, acc);
+  store_f32(f, fused_root_value(f, fu), f->out, off[0]);
+}
+
+/* The pointer of operand node id (matmul operands are always in memory). */
+static LLVMValueRef operand_ptr(CgFn *f, DlNodeId id) {
+  int j = operand_index(f, id);
+  if (j < 0 || !f->op_ptr[j]) {
+    internal(f, "an operand of the matmul has no buffer");
+    return LLVMGetUndef(f->cg->t_ptr);
+  }
+  return f->op_ptr[j];
 }
 
 static bool emit_matmul(CgFn *f) {
-  const DlNode *nd = f->node;
-  const DlShape *sa = f->in_shape[0], *sb = f->in_shape[1], *so = &nd->shape;
+  const DlKernel *kern = f->kern;
+  DlNodeId mm = DL_NONE;
+  for (int i = 0; i < kern->nnodes; i++)
+    if (dl_node(f->cg->g, kern->nodes[i])->op == DL_OP_MATMUL) mm = kern->nodes[i];
+  if (mm == DL_NONE) return internal(f, "a matmul kernel without its matmul");
+  const DlNode *nd = dl_node(f->cg->g, mm);
+  const DlShape *sa = &dl_node(f->cg->g, nd->in[0])->shape;
+  const DlShape *sb = &dl_node(f->cg->g, nd->in[1])->shape, *so = &nd->shape;
   bool ta = nd->attr.matmul.ta, tb = nd->attr.matmul.tb;
   if (sa->rank < 2 || sb->rank < 2 || so->rank < 2)
     return internal(f, "matmul operands and result must have rank 2 or more");
+  /* The weight gradient of a batched product: sum over the batch of a^T b
+   * is one product whose k runs over the batch too (fuse.c checks that a
+   * and b are laid out so that this k is a single stride). */
+  bool batch_sum = f->node->op == DL_OP_SUM;
+  if (!batch_sum && !dl_shape_eq(so, &f->node->shape))
+    return internal(f, "a matmul's epilogue must keep the matmul's shape");
   int ra = sa->rank, rb = sb->rank, ro = so->rank;
   int64_t m = so->d[ro - 2], p = so->d[ro - 1];
   int64_t am = ta ? sa->d[ra - 1] : sa->d[ra - 2], k = ta ? sa->d[ra - 2] : sa->d[ra - 1];
   int64_t bk = tb ? sb->d[rb - 1] : sb->d[rb - 2], bp = tb ? sb->d[rb - 2] : sb->d[rb - 1];
   if (am != m || bk != k || bp != p) return internal(f, "matmul shapes do not agree");
-  MatmulCtx c = {.m = sym_dim(m), .k = sym_dim(k), .p = sym_dim(p), .ta = ta, .tb = tb};
+  MatmulCtx c = {.m = sym_dim(m),
+                 .k = sym_dim(k),
+                 .p = sym_dim(p),
+                 .ta = ta,
+                 .tb = tb,
+                 .batch_sum = batch_sum};
+  if (batch_sum) {
+    if (!ta || tb || ra != ro || rb != ro) return internal(f, "a batch sum of the wrong product");
+    for (int d = 0; d < ro - 2; d++)
+      c.k = sym_mul(c.k, sym_dim(so->d[d]));
+    ro = ra = rb = 2;
+  }
+  c.a = operand_ptr(f, nd->in[0]);
+  c.b = operand_ptr(f, nd->in[1]);
   /* a is stored [M, K], or [K, M] when transposed; b [K, P] or [P, K]. */
   c.a_i = ta ? sym_const(1) : c.k;
   c.a_k = ta ? c.m : sym_const(1);
   c.b_k = tb ? sym_const(1) : c.p;
   c.b_j = tb ? c.k : sym_const(1);
+  c.epi.anchor = mm;
+  fused_scales(f, &c.epi.fu);
 
   CgSym st_o[DL_MAX_RANK], st_a[DL_MAX_RANK], st_b[DL_MAX_RANK];
   contiguous_strides(so, st_o);
@@ -645,12 +1019,30 @@ static bool emit_matmul(CgFn *f) {
   if (!on_gpu(f)) {
     /* Small products of static size: the loop nest, which LLVM unrolls and
      * vectorises whole; the packing of the GEMM would cost more than it
-     * saves.  Everything else: the GEMM. */
+     * saves.  Everything else: the GEMM.  Then the epilogue, in place. */
     bool tiny = c.m.k == 0 && c.k.k == 0 && c.p.k == 0 && m * k * p <= 4096;
+    /* [B.., M, K] @ [K, P] with b the same matrix for the whole batch and a
+     * and out contiguous: one product of B M rows (a big GEMM, not B small
+     * ones). */
+    CgNest merged = nest;
+    nest_simplify(&merged);
+    if (!tiny && !ta && merged.rank == 1 && sym_eq(merged.stride[2][0], sym_const(0)) &&
+        sym_eq(merged.stride[0][0], sym_mul(c.m, c.p)) &&
+        sym_eq(merged.stride[1][0], sym_mul(c.m, c.k))) {
+      c.m = sym_mul(c.m, merged.dim[0]);
+      c.a_i = c.k;
+      nest.rank = 0;
+    }
     emit_loops(f, &nest, tiny ? matmul_cpu_body : matmul_gemm_body, &c);
+    if (kern->nnodes > 1 && !batch_sum) {
+      CgNest epi;
+      if (!map_nest(f, &c.epi, &epi)) return false;
+      emit_loops(f, &epi, map_body, &c.epi);
+    }
     return true;
   }
-  /* One point per output element: rows advance a, columns advance b. */
+  /* One point per output element: rows advance a, columns advance b; the
+   * epilogue's operands follow. */
   nest.rank = ro;
   nest.dim[ro - 2] = c.m;
   nest.dim[ro - 1] = c.p;
@@ -660,6 +1052,7 @@ static bool emit_matmul(CgFn *f) {
   nest.stride[1][ro - 1] = sym_const(0);
   nest.stride[2][ro - 2] = sym_const(0);
   nest.stride[2][ro - 1] = c.b_j;
+  if (!fused_operands(f, &c.epi.fu, so, &nest, 3)) return false;
   emit_grid(f, &nest, matmul_gpu_body, &c);
   return true;
 }
@@ -669,9 +1062,13 @@ static bool emit_matmul(CgFn *f) {
 typedef struct ReduceCtx {
   bool max;             /* MAX: start from -inf, keep the larger; else sum */
   LLVMValueRef count_f; /* MEAN: number of reduced elements, as float; else NULL */
-  /* NVPTX: the reduced axes of the input */
+  Fused fu;             /* the input's value at a point of the input's shape */
+  /* NVPTX: the reduced axes of the input, and each nest operand's strides
+   * along them */
   int nred;
-  CgSym red_dim[DL_MAX_RANK], red_stride[DL_MAX_RANK];
+  CgSym red_dim[DL_MAX_RANK];
+  CgSym red_stride[CG_MAX_OPS][DL_MAX_RANK];
+  int nops;
 } ReduceCtx;
 
 static void zero_body(CgFn *f, LLVMValueRef *off, void *user) {
@@ -693,8 +1090,22 @@ static void reduce_init_body(CgFn *f, LLVMValueRef *off, void *user) {
   store_f32(f, reduce_start(f, user), f->out, off[0]);
 }
 
+/* The reduction's input at a point: computed by the kernel or loaded. */
+static LLVMValueRef reduce_input(CgFn *f, ReduceCtx *r, LLVMValueRef *off) {
+  fused_point(&r->fu, off);
+  return fused_value(f, &r->fu, f->node->in[0]);
+}
+
+/* CPU: out[point's output] op= input.  A sum may be reassociated: where the
+ * reduced axis is the innermost one, LLVM then keeps partial sums in vector
+ * lanes instead of waiting for each addition in turn (the interpreter adds
+ * in order; the two agree to float rounding, and the code's own order is
+ * fixed, so runs and thread counts agree bit for bit). */
 static void accumulate_body(CgFn *f, LLVMValueRef *off, void *user) {
-  LLVMValueRef v = reduce_step(f, user, load_f32(f, f->out, off[0]), load_f32(f, f->in[0], off[1]));
+  ReduceCtx *r = user;
+  LLVMValueRef x = reduce_input(f, r, off);
+  LLVMValueRef v = reduce_step(f, r, load_f32(f, f->out, off[0]), x);
+  if (!r->max) LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc);
   store_f32(f, v, f->out, off[0]);
 }
 
@@ -704,7 +1115,7 @@ static void divide_body(CgFn *f, LLVMValueRef *off, void *user) {
 }
 
 /* NVPTX, one output element: loop over the reduced elements, recovering each
- * one's offset within the input by div/mod over the reduced axes. */
+ * one's offset (for every operand) by div/mod over the reduced axes. */
 static void reduce_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   ReduceCtx *r = user;
   Cg *cg = f->cg;
@@ -715,7 +1126,10 @@ static void reduce_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   slot_set(f, acc, reduce_start(f, r));
   CgLoop l;
   LLVMValueRef e = loop_begin(f, &l, i64c(cg, 0), sym_value(f, count), "e");
-  LLVMValueRef in_off = off[1], rest = e;
+  LLVMValueRef at[CG_MAX_OPS];
+  for (int j = 0; j < r->nops; j++)
+    at[j] = off[j];
+  LLVMValueRef rest = e;
   for (int i = r->nred - 1; i >= 0; i--) {
     LLVMValueRef ix = rest;
     if (i > 0) {
@@ -723,9 +1137,10 @@ static void reduce_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
       ix = LLVMBuildURem(cg->b, rest, extent, "");
       rest = LLVMBuildUDiv(cg->b, rest, extent, "");
     }
-    in_off = idx_add(f, in_off, idx_mul(f, ix, sym_value(f, r->red_stride[i])));
+    for (int j = 1; j < r->nops; j++)
+      at[j] = idx_add(f, at[j], idx_mul(f, ix, sym_value(f, r->red_stride[j][i])));
   }
-  slot_set(f, acc, reduce_step(f, r, slot_get(f, acc), load_f32(f, f->in[0], in_off)));
+  slot_set(f, acc, reduce_step(f, r, slot_get(f, acc), reduce_input(f, r, at)));
   loop_end(f, &l, i64c(cg, 1));
   LLVMValueRef v = slot_get(f, acc);
   if (r->count_f) v = f_div(f, v, r->count_f);
@@ -734,21 +1149,21 @@ static void reduce_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
 
 static bool emit_reduce(CgFn *f) {
   const DlNode *nd = f->node;
-  const DlShape *si = f->in_shape[0];
+  const DlShape *si = &dl_node(f->cg->g, nd->in[0])->shape;
   int r = si->rank;
   uint32_t all = r >= 32 ? UINT32_MAX : (uint32_t)((1u << r) - 1u);
   uint32_t axes = nd->attr.reduce.axes & all;
   if (nd->attr.reduce.axes == 0) axes = all; /* the constructor's convention: 0 means every axis */
-  CgSym st_in[DL_MAX_RANK], st_out[DL_MAX_RANK];
-  contiguous_strides(si, st_in);
   /* The output walks the kept axes row-major; reduced axes do not move it. */
   CgSym acc = sym_const(1), count = sym_const(1);
+  CgNest nest = {.rank = r};
   for (int i = r - 1; i >= 0; i--) {
+    nest.dim[i] = sym_dim(si->d[i]);
     if (axes & (1u << i)) {
-      st_out[i] = sym_const(0);
+      nest.stride[0][i] = sym_const(0);
       count = sym_mul(count, sym_dim(si->d[i]));
     } else {
-      st_out[i] = acc;
+      nest.stride[0][i] = acc;
       acc = sym_mul(acc, sym_dim(si->d[i]));
     }
   }
@@ -757,32 +1172,33 @@ static bool emit_reduce(CgFn *f) {
   ReduceCtx rc = {.max = nd->op == DL_OP_MAX, .count_f = NULL};
   if (nd->op == DL_OP_MEAN)
     rc.count_f = LLVMBuildSIToFP(f->cg->b, sym_value(f, count), f->cg->t_f32, "");
+  fused_scales(f, &rc.fu);
+  if (!fused_operands(f, &rc.fu, si, &nest, 1)) return false;
 
   if (!on_gpu(f)) {
     CgNest flat = {.rank = 1, .nops = 1, .dim = {acc}, .stride = {{sym_const(1)}}};
     emit_loops(f, &flat, reduce_init_body, &rc);
-    CgNest nest = {.rank = r, .nops = 2};
-    for (int i = 0; i < r; i++) {
-      nest.dim[i] = sym_dim(si->d[i]);
-      nest.stride[0][i] = st_out[i];
-      nest.stride[1][i] = st_in[i];
-    }
     emit_loops(f, &nest, accumulate_body, &rc);
     if (rc.count_f) emit_loops(f, &flat, divide_body, &rc);
     return true;
   }
-  CgNest nest = {.rank = 0, .nops = 2};
+  /* The grid walks the kept axes; the reduced ones are each thread's loop. */
+  CgNest kept = {.rank = 0, .nops = nest.nops};
+  rc.nops = nest.nops;
   for (int i = 0; i < r; i++) {
     if (axes & (1u << i)) {
-      rc.red_dim[rc.nred] = sym_dim(si->d[i]);
-      rc.red_stride[rc.nred++] = st_in[i];
+      rc.red_dim[rc.nred] = nest.dim[i];
+      for (int j = 0; j < nest.nops; j++)
+        rc.red_stride[j][rc.nred] = nest.stride[j][i];
+      rc.nred++;
     } else {
-      nest.dim[nest.rank] = sym_dim(si->d[i]);
-      nest.stride[0][nest.rank] = st_out[i];
-      nest.stride[1][nest.rank++] = st_in[i];
+      kept.dim[kept.rank] = nest.dim[i];
+      for (int j = 0; j < nest.nops; j++)
+        kept.stride[j][kept.rank] = nest.stride[j][i];
+      kept.rank++;
     }
   }
-  emit_grid(f, &nest, reduce_gpu_body, &rc);
+  emit_grid(f, &kept, reduce_gpu_body, &rc);
   return true;
 }
 
@@ -801,8 +1217,9 @@ static LLVMValueRef row_max(CgFn *f, LLVMValueRef base, LLVMValueRef len) {
   CgLoop l;
   LLVMValueRef j = loop_begin(f, &l, i64c(cg, 0), len, "j");
   LLVMValueRef x = load_f32(f, f->in[0], idx_add(f, base, j));
-  LLVMValueRef cur = slot_get(f, mx);
-  slot_set(f, mx, select_(f, fcmp(f, LLVMRealOGT, x, cur), x, cur));
+  /* maxnum, which ignores a NaN operand as the interpreter's "greater
+   * only" does, and which LLVM vectorises as a reduction. */
+  slot_set(f, mx, f32_intr2(f, "llvm.maxnum", slot_get(f, mx), x));
   loop_end(f, &l, i64c(cg, 1));
   return slot_get(f, mx);
 }
@@ -819,7 +1236,10 @@ static LLVMValueRef row_expsum(CgFn *f, LLVMValueRef base, LLVMValueRef len, LLV
   LLVMValueRef o = idx_add(f, base, j);
   LLVMValueRef e = m_exp(f, f_sub(f, load_f32(f, f->in[0], o), mx));
   if (store) store_f32(f, e, f->out, o);
-  slot_set(f, sum, f_add(f, slot_get(f, sum), e));
+  /* Reassociable, so that it vectorises (partial sums per lane). */
+  LLVMValueRef v = f_add(f, slot_get(f, sum), e);
+  LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc);
+  slot_set(f, sum, v);
   loop_end(f, &l, i64c(cg, 1));
   return slot_get(f, sum);
 }
@@ -876,9 +1296,6 @@ static bool emit_softmax(CgFn *f) {
 
 /* ---- shared helpers of the layout, indexing, convolution and pooling kernels */
 
-static LLVMValueRef icmp(CgFn *f, LLVMIntPredicate p, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildICmp(f->cg->b, p, a, b, "");
-}
 static LLVMValueRef idx_sub(CgFn *f, LLVMValueRef a, LLVMValueRef b) {
   if (is_const_int(b, 0)) return a;
   return LLVMBuildNSWSub(f->cg->b, a, b, "");
@@ -1326,6 +1743,215 @@ static void conv_gpu_grad_filter(CgFn *f, LLVMValueRef *off, void *user) {
   store_f32(f, slot_get(f, acc), f->out, off[0]);
 }
 
+/* ---- convolution through the GEMM (CPU) ------------------------------------------
+ *
+ * Per sample, the taps of every output position become the columns of a
+ * matrix (im2col): cols[(c, ki, kj), (i, j)] = x[c, i sh + ki - ph, j sw +
+ * kj - pw], zero where the tap falls in the padding.  Then
+ *   conv2d       y_s  [O, OH OW]   = w [O, C KH KW] @ cols
+ *   grad_input   dcols [C KH KW, OH OW] = w^T @ dy_s, and col2im adds each
+ *                column back onto the input positions its taps read
+ *   grad_filter  dw [O, C KH KW]  += dy_s @ cols^T, sample after sample
+ * so nearly all the work is the packed GEMM.  cols lives on the stack of the
+ * thread working on the sample (CG_CONV_COLS_MAX floats at most; larger
+ * convolutions keep the direct loops).  The forward convolution and the
+ * input gradient give each sample to one thread; the filter gradient adds
+ * the samples in order on one thread, so every thread count gives the same
+ * bits. */
+#define CG_CONV_COLS_MAX (1 << 18)
+/* Convolutions of fewer multiply-adds run on the calling thread. */
+#define CG_CONV_PARALLEL_MACS (1 << 22)
+
+static int64_t conv_rows(const ConvCtx *c) {
+  return c->C * c->KH * c->KW;
+}
+
+static LLVMValueRef conv_cols_buffer(CgFn *f, const ConvCtx *c) {
+  Cg *cg = f->cg;
+  LLVMValueRef buf = cg_entry_alloca(
+      cg, LLVMArrayType2(cg->t_f32, (uint64_t)(conv_rows(c) * c->OH * c->OW)), "cols");
+  LLVMSetAlignment(buf, 64);
+  return buf;
+}
+
+static void fill_range(CgFn *f, LLVMValueRef base, LLVMValueRef lo, LLVMValueRef hi,
+                       LLVMValueRef v) {
+  CgLoop l;
+  LLVMValueRef j = loop_begin(f, &l, lo, hi, "z");
+  store_f32(f, v, base, j);
+  loop_end(f, &l, i64c(f->cg, 1));
+}
+
+/* One tap (c, ki, kj) of the filter: row r of cols, and the output
+ * positions [ilo, ihi) x [jlo, jhi) where it lands on the input. */
+typedef struct ConvTap {
+  LLVMValueRef ch, ki, kj, r;
+  LLVMValueRef ilo, ihi, jlo, jhi;
+} ConvTap;
+
+typedef void (*ConvTapBody)(CgFn *f, const ConvCtx *c, const ConvTap *t, LLVMValueRef cols,
+                            LLVMValueRef x);
+
+/* The loops over every tap of the filter around body. */
+static void for_each_tap(CgFn *f, const ConvCtx *c, ConvTapBody body, LLVMValueRef cols,
+                         LLVMValueRef x) {
+  Cg *cg = f->cg;
+  CgLoop lc, lki, lkj;
+  ConvTap t;
+  t.ch = loop_begin(f, &lc, i64c(cg, 0), i64c(cg, c->C), "c");
+  t.ki = loop_begin(f, &lki, i64c(cg, 0), i64c(cg, c->KH), "ki");
+  out_range(f, t.ki, c->ph, c->sh, c->H, c->OH, &t.ilo, &t.ihi);
+  t.kj = loop_begin(f, &lkj, i64c(cg, 0), i64c(cg, c->KW), "kj");
+  out_range(f, t.kj, c->pw, c->sw, c->W, c->OW, &t.jlo, &t.jhi);
+  t.r = idx_add(f, idx_mul(f, idx_add(f, idx_mul(f, t.ch, i64c(cg, c->KH)), t.ki), i64c(cg, c->KW)),
+                t.kj);
+  body(f, c, &t, cols, x);
+  loop_end(f, &lkj, i64c(cg, 1));
+  loop_end(f, &lki, i64c(cg, 1));
+  loop_end(f, &lc, i64c(cg, 1));
+}
+
+/* Row i of tap t in cols, and the input row its positions read. */
+static void tap_rows(CgFn *f, const ConvCtx *c, const ConvTap *t, LLVMValueRef i, LLVMValueRef cols,
+                     LLVMValueRef x, LLVMValueRef *row, LLVMValueRef *xrow) {
+  Cg *cg = f->cg;
+  *row = elem_ptr(f, cols,
+                  idx_mul(f, idx_add(f, idx_mul(f, t->r, i64c(cg, c->OH)), i), i64c(cg, c->OW)));
+  LLVMValueRef h = in_coord(f, i, c->sh, t->ki, c->ph);
+  *xrow =
+      elem_ptr(f, x, idx_mul(f, idx_add(f, idx_mul(f, t->ch, i64c(cg, c->H)), h), i64c(cg, c->W)));
+}
+
+/* cols[r, i, :] = the input under tap r at output row i, zero in the padding. */
+static void im2col_tap(CgFn *f, const ConvCtx *c, const ConvTap *t, LLVMValueRef cols,
+                       LLVMValueRef x) {
+  Cg *cg = f->cg;
+  LLVMValueRef zero = f32c(cg, 0.0), ow = i64c(cg, c->OW);
+  CgLoop li, lj;
+  LLVMValueRef i = loop_begin(f, &li, i64c(cg, 0), i64c(cg, c->OH), "i");
+  LLVMValueRef row, xrow;
+  tap_rows(f, c, t, i, cols, x, &row, &xrow);
+  LLVMValueRef inside =
+      LLVMBuildAnd(cg->b, icmp(f, LLVMIntSGE, i, t->ilo), icmp(f, LLVMIntSLT, i, t->ihi), "");
+  LLVMValueRef lo = select_(f, inside, t->jlo, ow), hi = select_(f, inside, t->jhi, ow);
+  fill_range(f, row, i64c(cg, 0), lo, zero);
+  LLVMValueRef j = loop_begin(f, &lj, lo, hi, "j");
+  store_f32(f, load_f32(f, xrow, in_coord(f, j, c->sw, t->kj, c->pw)), row, j);
+  loop_end(f, &lj, i64c(cg, 1));
+  fill_range(f, row, hi, ow, zero);
+  loop_end(f, &li, i64c(cg, 1));
+}
+
+/* dx[input under tap r] += cols[r, i, j] where the tap lands. */
+static void col2im_tap(CgFn *f, const ConvCtx *c, const ConvTap *t, LLVMValueRef cols,
+                       LLVMValueRef dx) {
+  CgLoop li, lj;
+  LLVMValueRef i = loop_begin(f, &li, t->ilo, t->ihi, "i");
+  LLVMValueRef row, xrow;
+  tap_rows(f, c, t, i, cols, dx, &row, &xrow);
+  LLVMValueRef j = loop_begin(f, &lj, t->jlo, t->jhi, "j");
+  LLVMValueRef at = in_coord(f, j, c->sw, t->kj, c->pw);
+  store_f32(f, f_add(f, load_f32(f, xrow, at), load_f32(f, row, j)), xrow, at);
+  loop_end(f, &lj, i64c(f->cg, 1));
+  loop_end(f, &li, i64c(f->cg, 1));
+}
+
+/* cols = im2col(x), x the sample's [C, H, W]. */
+static void im2col(CgFn *f, const ConvCtx *c, LLVMValueRef x, LLVMValueRef cols) {
+  for_each_tap(f, c, im2col_tap, cols, x);
+}
+
+/* dx += col2im(cols), dx the sample's [C, H, W]. */
+static void col2im(CgFn *f, const ConvCtx *c, LLVMValueRef cols, LLVMValueRef dx) {
+  for_each_tap(f, c, col2im_tap, cols, dx);
+}
+
+static void conv_gemm(CgFn *f, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, int64_t m, int64_t k,
+                      int64_t p, int64_t ldc, int64_t a_i, int64_t a_k, int64_t b_k, int64_t b_j,
+                      bool acc) {
+  Cg *cg = f->cg;
+  LLVMValueRef ops[CG_GEMM_NARGS] = {c,
+                                     a,
+                                     b,
+                                     i64c(cg, m),
+                                     i64c(cg, k),
+                                     i64c(cg, p),
+                                     i64c(cg, ldc),
+                                     i64c(cg, a_i),
+                                     i64c(cg, a_k),
+                                     i64c(cg, b_k),
+                                     i64c(cg, b_j),
+                                     LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), acc, false)};
+  cg_gemm_strided(cg, ops);
+}
+
+/* Samples [s0, s1) of conv2d or its input gradient. */
+static void conv_gemm_samples(CgFn *f, const ConvCtx *c, LLVMValueRef s0, LLVMValueRef s1) {
+  Cg *cg = f->cg;
+  int64_t rows = conv_rows(c), ohw = c->OH * c->OW, chw = c->C * c->H * c->W;
+  LLVMValueRef cols = conv_cols_buffer(f, c);
+  CgLoop ls;
+  LLVMValueRef s = loop_begin(f, &ls, s0, s1, "s");
+  LLVMValueRef xs =
+      elem_ptr(f, c->op == DL_OP_CONV2D ? f->in[0] : f->out, idx_mul(f, s, i64c(cg, chw)));
+  LLVMValueRef ys =
+      elem_ptr(f, c->op == DL_OP_CONV2D ? f->out : f->in[0], idx_mul(f, s, i64c(cg, c->O * ohw)));
+  if (c->op == DL_OP_CONV2D) {
+    im2col(f, c, xs, cols);
+    conv_gemm(f, ys, f->in[1], cols, c->O, rows, ohw, ohw, rows, 1, ohw, 1, false);
+  } else {
+    fill_range(f, xs, i64c(cg, 0), i64c(cg, chw), f32c(cg, 0.0));
+    conv_gemm(f, cols, f->in[1], ys, rows, c->O, ohw, ohw, 1, rows, ohw, 1, false);
+    col2im(f, c, cols, xs);
+  }
+  loop_end(f, &ls, i64c(cg, 1));
+}
+
+/* Measured on LeNet-5's shapes (bench/RESULTS.md): the GEMM path is as fast
+ * as the direct loops forward and 2 to 3 times faster for the filter
+ * gradient; for the input gradient its product has k = O, and with O = 6
+ * (LeNet's first layer) packing and col2im cost more than the direct loops
+ * (0.8 against 0.5 ms a step), while with O = 16 it is 2.5 times faster. */
+static bool conv_through_gemm(const ConvCtx *c) {
+  if (c->op == DL_OP_CONV2D_GRAD_INPUT && c->O < 8) return false;
+  return conv_rows(c) * c->OH * c->OW <= CG_CONV_COLS_MAX;
+}
+
+static void conv_cpu_gemm(CgFn *f, const ConvCtx *c) {
+  Cg *cg = f->cg;
+  LLVMValueRef batch = sym_value(f, c->batch);
+  if (c->op == DL_OP_CONV2D_GRAD_FILTER) {
+    int64_t rows = conv_rows(c), ohw = c->OH * c->OW;
+    LLVMValueRef cols = conv_cols_buffer(f, c);
+    fill_range(f, f->out, i64c(cg, 0), i64c(cg, c->O * rows), f32c(cg, 0.0));
+    CgLoop ls;
+    LLVMValueRef s = loop_begin(f, &ls, i64c(cg, 0), batch, "s");
+    im2col(f, c, elem_ptr(f, f->in[0], idx_mul(f, s, i64c(cg, c->C * c->H * c->W))), cols);
+    conv_gemm(f, f->out, elem_ptr(f, f->in[1], idx_mul(f, s, i64c(cg, c->O * ohw))), cols, c->O,
+              ohw, rows, rows, ohw, 1, 1, ohw, true);
+    loop_end(f, &ls, i64c(cg, 1));
+    return;
+  }
+  /* Samples are independent, so sharing them costs only the wake-up (no
+   * operand is packed twice, unlike a split GEMM), and the small products of
+   * a convolution run at a fraction of the GEMM's peak: a lower limit than
+   * a plain matmul's. */
+  int64_t macs = sym_at(c->batch, cg->prog->max_batch) * c->O * conv_rows(c) * c->OH * c->OW;
+  if (!f->pool || macs < CG_CONV_PARALLEL_MACS) {
+    conv_gemm_samples(f, c, i64c(cg, 0), batch);
+    return;
+  }
+  /* Samples shared between threads: the samples loop in a function of a
+   * range ("_part"), called through dlrt_parallel_for. */
+  CgFn part;
+  LLVMValueRef range[2];
+  begin_part(f, &part, range);
+  conv_gemm_samples(&part, c, range[0], range[1]);
+  LLVMBuildRetVoid(cg->b);
+  LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
+  part_dispatch(f, part.fn, batch, NULL, 1);
+}
+
 static bool emit_conv(CgFn *f) {
   const DlNode *nd = f->node;
   const DlShape *in0 = f->in_shape[0], *in1 = f->in_shape[1];
@@ -1352,7 +1978,10 @@ static bool emit_conv(CgFn *f) {
                .ph = nd->attr.conv.ph,
                .pw = nd->attr.conv.pw};
   if (!on_gpu(f)) {
-    conv_cpu(f, &c);
+    if (conv_through_gemm(&c))
+      conv_cpu_gemm(f, &c);
+    else
+      conv_cpu(f, &c);
     return true;
   }
   CgBody body = nd->op == DL_OP_CONV2D              ? conv_gpu_forward
@@ -1405,10 +2034,23 @@ static void pool_window_body(CgFn *f, LLVMValueRef *off, void *user) {
   if (p->op == DL_OP_MAXPOOL2D || p->op == DL_OP_MAXPOOL2D_GRAD) {
     LLVMValueRef best, at;
     window_max(f, p, off[1], &best, &at);
-    if (p->op == DL_OP_MAXPOOL2D)
+    if (p->op == DL_OP_MAXPOOL2D) {
       store_f32(f, best, f->out, off[0]);
-    else
+    } else if (p->sh >= p->kh && p->sw >= p->kw) {
+      /* Windows that do not overlap: each element of dx is in one window
+       * at most, so every element of the window is stored (dy at the first
+       * maximum, zero elsewhere) instead of adding to one scattered
+       * element; the loop over windows has no dependence between
+       * iterations then, and vectorises. */
+      LLVMValueRef dy = load_f32(f, f->in[1], off[0]), zero = f32c(cg, 0.0);
+      for (int ki = 0; ki < p->kh; ki++)
+        for (int kj = 0; kj < p->kw; kj++) {
+          LLVMValueRef o = idx_add(f, off[1], i64c(cg, (int64_t)ki * p->W + kj));
+          store_f32(f, select_(f, icmp(f, LLVMIntEQ, o, at), dy, zero), f->out, o);
+        }
+    } else {
       add_to(f, load_f32(f, f->in[1], off[0]), at);
+    }
     return;
   }
   LLVMValueRef acc = p->op == DL_OP_AVGPOOL2D ? scalar_slot(f, "sum") : NULL;
@@ -1514,7 +2156,10 @@ static bool emit_pool(CgFn *f) {
                  .stride = {{sym_const(p.OH * p.OW), sym_const(p.OW), sym_const(1)},
                             {sym_const(p.H * p.W), sym_const(p.sh * p.W), sym_const(p.sw)}}};
   if (grad) {
-    zero_output(f);
+    /* Windows that tile the input exactly write every element of dx. */
+    bool tiles = nd->op == DL_OP_MAXPOOL2D_GRAD && p.sh == p.kh && p.sw == p.kw &&
+                 p.H == p.OH * p.kh && p.W == p.OW * p.kw;
+    if (!tiles) zero_output(f);
     emit_loops(f, &nest, pool_window_body, &p);
   } else {
     emit_space(f, &nest, pool_window_body, &p);
@@ -1580,31 +2225,127 @@ static bool emit_dropout(CgFn *f) {
 
 /* ---- kernel functions ---------------------------------------------------------- */
 
-bool cg_node_has_kernel(const DlGraph *g, DlNodeId id) {
-  return dl_op_info[dl_node(g, id)->op].kind != DL_KIND_LEAF;
-}
+/* ---- kernel functions ---------------------------------------------------------- */
 
-int cg_kernel_args(const DlGraph *g, DlNodeId id, DlNodeId args[DL_MAX_INPUTS]) {
-  const DlNode *nd = dl_node(g, id);
-  if (nd->op == DL_OP_ASSIGN) {
-    /* The output buffer is the parameter (input 0); only the value is read. */
-    args[0] = nd->in[1];
-    return 1;
+/* Is operand `id` of kernel k read by the kernel's matmul or by an op
+ * kernel's root, which read buffers (not values at a point)? */
+static bool operand_read_from_memory(const DlProgram *p, int k, DlNodeId id) {
+  const DlKernel *kern = &p->kernels[k];
+  for (int i = 0; i < kern->nnodes; i++) {
+    const DlNode *nd = dl_node(p->g, kern->nodes[i]);
+    bool whole = kern->kind == DL_KERNEL_OP || nd->op == DL_OP_MATMUL;
+    for (int j = 0; whole && j < nd->nin; j++)
+      if (nd->in[j] == id) return true;
   }
-  for (int i = 0; i < nd->nin; i++)
-    args[i] = nd->in[i];
-  return nd->nin;
+  return false;
 }
 
-static void add_attr(Cg *cg, LLVMValueRef fn, unsigned idx, const char *name) {
-  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
-  LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
+/* A uniform constant read only elementwise is folded into the code. */
+static bool operand_inlined(const DlProgram *p, int k, DlNodeId id) {
+  const DlNode *nd = dl_node(p->g, id);
+  return nd->op == DL_OP_CONST && !nd->attr.konst.data && !operand_read_from_memory(p, k, id);
 }
 
-static void add_str_attr(Cg *cg, LLVMValueRef fn, const char *key, const char *value) {
-  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
-                          LLVMCreateStringAttribute(cg->ctx, key, (unsigned)strlen(key), value,
-                                                    (unsigned)strlen(value)));
+int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPERANDS]) {
+  DlNodeId ops[DL_KERNEL_MAX_OPERANDS];
+  int nops = dl_kernel_operands(p, k, ops), nb = 0;
+  DlNodeId out = dl_buffer_of(p, p->kernels[k].root);
+  for (int i = 0; i < nops; i++) {
+    if (operand_inlined(p, k, ops[i])) continue;
+    DlNodeId b = dl_buffer_of(p, ops[i]);
+    bool seen = b == out;
+    for (int j = 0; j < nb && !seen; j++)
+      seen = bufs[j] == b;
+    if (!seen) bufs[nb++] = b;
+  }
+  return nb;
+}
+
+/* ---- kernels that are the same function ------------------------------------------
+ *
+ * A kernel's function sees its buffers only as parameters, so two kernels
+ * that compute the same ops on the same shapes, read their operands in the
+ * same order with the same shapes (and the same constants folded in) and
+ * share buffers the same way are one function called with other pointers:
+ * the 32 steps of an unrolled LSTM, or the updates of parameters of one
+ * shape, compile once.  The signature spells out exactly what the code
+ * depends on; the node ids, names and buffer offsets are left out. */
+
+static void sig_put(char **buf, size_t *len, size_t *cap, DlArena *arena, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void sig_put(char **buf, size_t *len, size_t *cap, DlArena *arena, const char *fmt, ...) {
+  char tmp[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if (*len + (size_t)n + 1 > *cap) {
+    size_t cap2 = (*cap ? *cap * 2 : 256) + (size_t)n;
+    char *b2 = dl_arena_alloc(arena, cap2);
+    if (*buf) memcpy(b2, *buf, *len);
+    *buf = b2;
+    *cap = cap2;
+  }
+  memcpy(*buf + *len, tmp, (size_t)n + 1);
+  *len += (size_t)n;
+}
+
+static void sig_shape(char **b, size_t *l, size_t *c, DlArena *a, const DlShape *s) {
+  sig_put(b, l, c, a, "[");
+  for (int i = 0; i < s->rank; i++)
+    sig_put(b, l, c, a, "%lld,", (long long)s->d[i]);
+  sig_put(b, l, c, a, "]");
+}
+
+const char *cg_kernel_signature(const DlProgram *p, int k, DlArena *arena) {
+  const DlGraph *g = p->g;
+  const DlKernel *kern = &p->kernels[k];
+  char *b = NULL;
+  size_t l = 0, c = 0;
+  DlNodeId ops[DL_KERNEL_MAX_OPERANDS], bufs[DL_KERNEL_MAX_OPERANDS];
+  int nops = dl_kernel_operands(p, k, ops), nb = cg_kernel_buffers(p, k, bufs);
+  DlNodeId out = dl_buffer_of(p, kern->root);
+  sig_put(&b, &l, &c, arena, "%d:%d:%d;", (int)kern->kind, kern->nnodes, nb);
+  for (int j = 0; j < nops; j++) {
+    const DlNode *nd = dl_node(g, ops[j]);
+    sig_put(&b, &l, &c, arena, "o");
+    sig_shape(&b, &l, &c, arena, &nd->shape);
+    if (operand_inlined(p, k, ops[j])) {
+      sig_put(&b, &l, &c, arena, "=%a;", nd->attr.konst.value);
+      continue;
+    }
+    DlNodeId buf = dl_buffer_of(p, ops[j]);
+    int at = buf == out ? 0 : -1;
+    for (int i = 0; i < nb && at < 0; i++)
+      if (bufs[i] == buf) at = 1 + i;
+    sig_put(&b, &l, &c, arena, "b%d;", at);
+  }
+  for (int i = 0; i < kern->nnodes; i++) {
+    const DlNode *nd = dl_node(g, kern->nodes[i]);
+    sig_put(&b, &l, &c, arena, "n%d", (int)nd->op);
+    sig_shape(&b, &l, &c, arena, &nd->shape);
+    /* The attributes: constructors zero the union first, so its bytes are
+     * the attributes (kernels hold no leaves, whose attributes point). */
+    const unsigned char *attr = (const unsigned char *)&nd->attr;
+    for (size_t byte = 0; byte < sizeof nd->attr; byte++)
+      sig_put(&b, &l, &c, arena, "%02x", attr[byte]);
+    for (int j = 0; j < nd->nin; j++) {
+      DlNodeId in = nd->in[j];
+      int local = p->kernel_of[in] == k ? node_index(kern, in) : -1;
+      int op = -1;
+      for (int o = 0; o < nops && local < 0 && op < 0; o++)
+        if (ops[o] == in) op = o;
+      if (nd->op == DL_OP_ASSIGN && j == 0)
+        sig_put(&b, &l, &c, arena, ",out");
+      else if (local >= 0)
+        sig_put(&b, &l, &c, arena, ",n%d", local);
+      else
+        sig_put(&b, &l, &c, arena, ",o%d", op);
+    }
+    sig_put(&b, &l, &c, arena, ";");
+  }
+  return b ? b : "";
 }
 
 /* Mark an NVPTX function as a kernel (.entry), the way LLVM 19 expects:
@@ -1619,58 +2360,139 @@ static void mark_ptx_kernel(Cg *cg, LLVMValueRef fn) {
                               LLVMMetadataAsValue(cg->ctx, LLVMMDNodeInContext2(cg->ctx, md, 3)));
 }
 
-static void kernel_begin(Cg *cg, DlNodeId id, CgFn *f) {
-  const DlNode *nd = dl_node(cg->g, id);
-  DlNodeId args[DL_MAX_INPUTS];
-  int nargs = cg_kernel_args(cg->g, id, args);
-  LLVMTypeRef params[CG_MAX_OPS + 1];
-  for (int i = 0; i < 1 + nargs; i++)
+/* Kernels whose largest tensor has at most this many elements (at the
+ * largest batch) get plain loops. */
+#define CG_PLAIN_ELEMS 4096
+
+static int64_t kernel_elements(const DlProgram *p, int k) {
+  const DlKernel *kern = &p->kernels[k];
+  int64_t most = 0;
+  for (int i = 0; i < kern->nnodes; i++) {
+    const DlNode *nd = dl_node(p->g, kern->nodes[i]);
+    for (int j = -1; j < nd->nin; j++) {
+      const DlShape *s = j < 0 ? &nd->shape : &dl_node(p->g, nd->in[j])->shape;
+      int64_t count = sym_at(shape_numel(s), p->max_batch);
+      if (count > most) most = count;
+    }
+  }
+  return most;
+}
+
+/* "<prefix>_k<root>_<op>_<op>...": the root's id and the ops it computes (the
+ * first few). */
+static const char *kernel_name(Cg *cg, const DlKernel *kern) {
+  char buf[160];
+  int len = snprintf(buf, sizeof buf, "%s_k%d", cg->prefix, (int)kern->root);
+  for (int i = 0; i < kern->nnodes && len < (int)sizeof buf - 24; i++)
+    len += snprintf(buf + len, sizeof buf - (size_t)len, "_%s",
+                    i == 4 && kern->nnodes > 5 ? "etc"
+                                               : dl_op_info[cg->g->nodes[kern->nodes[i]].op].name);
+  return dl_arena_strdup(cg->cc->arena, buf);
+}
+
+/* The function of kernel k: void (float *out, float *buf..., i64 n[, pool])
+ * with the buffers of cg_kernel_buffers; the CPU's kernels also take the
+ * runtime's thread pool. */
+static void kernel_begin(Cg *cg, int k, CgFn *f) {
+  const DlProgram *p = cg->prog;
+  const DlKernel *kern = &p->kernels[k];
+  DlNodeId bufs[DL_KERNEL_MAX_OPERANDS];
+  int nb = cg_kernel_buffers(p, k, bufs);
+  bool cpu = cg->target == DL_TARGET_CPU;
+  LLVMTypeRef params[DL_KERNEL_MAX_OPERANDS + 3];
+  for (int i = 0; i < 1 + nb; i++)
     params[i] = cg->t_ptr;
-  params[1 + nargs] = cg->t_i64;
-  LLVMTypeRef fty = LLVMFunctionType(cg->t_void, params, (unsigned)(2 + nargs), false);
-  const char *name =
-      dl_arena_printf(cg->cc->arena, "%s_k%d_%s", cg->prefix, (int)id, dl_op_info[nd->op].name);
-  LLVMValueRef fn = LLVMAddFunction(cg->mod, name, fty);
-  LLVMSetLinkage(fn, cg->target == DL_TARGET_CPU ? LLVMInternalLinkage : LLVMExternalLinkage);
+  params[1 + nb] = cg->t_i64;
+  params[2 + nb] = cg->t_ptr;
+  LLVMTypeRef fty = LLVMFunctionType(cg->t_void, params, (unsigned)(2 + nb + cpu), false);
+  LLVMValueRef fn = LLVMAddFunction(cg->mod, kernel_name(cg, kern), fty);
+  LLVMSetLinkage(fn, cpu ? LLVMInternalLinkage : LLVMExternalLinkage);
   add_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
-  for (unsigned i = 1; i <= (unsigned)(1 + nargs); i++) {
+  for (unsigned i = 1; i <= (unsigned)(1 + nb); i++) {
     add_attr(cg, fn, i, "noalias");
     add_attr(cg, fn, i, "nocapture");
     if (i > 1) add_attr(cg, fn, i, "readonly");
   }
-  if (cg->target == DL_TARGET_CPU) {
+  if (cpu) {
     add_str_attr(cg, fn, "target-cpu", cg->cpu);
     add_str_attr(cg, fn, "target-features", cg->features);
   } else {
     mark_ptx_kernel(cg, fn);
   }
-  *f = (CgFn){.cg = cg, .node = nd, .id = id, .fn = fn, .nin = nargs};
+  *f = (CgFn){.cg = cg,
+              .k = k,
+              .kern = kern,
+              .node = dl_node(cg->g, kern->root),
+              .id = kern->root,
+              .fn = fn};
+  /* A kernel over a few thousand elements at most runs in microseconds
+   * either way, and vectorised and unrolled loops cost milliseconds of JIT
+   * time each: its loops stay plain (the MLP's loss and bias kernels). */
+  f->plain = cpu && !cg->grid_kernels && kernel_elements(p, k) <= CG_PLAIN_ELEMS;
   f->out = LLVMGetParam(fn, 0);
   LLVMSetValueName2(f->out, "out", 3);
-  for (int i = 0; i < nargs; i++) {
-    f->in[i] = LLVMGetParam(fn, (unsigned)(1 + i));
-    f->in_shape[i] = &dl_node(cg->g, args[i])->shape;
+  LLVMValueRef buf_ptr[DL_KERNEL_MAX_OPERANDS];
+  for (int i = 0; i < nb; i++) {
+    buf_ptr[i] = LLVMGetParam(fn, (unsigned)(1 + i));
     char pname[16];
     snprintf(pname, sizeof pname, "in%d", i);
-    LLVMSetValueName2(f->in[i], pname, strlen(pname));
+    LLVMSetValueName2(buf_ptr[i], pname, strlen(pname));
   }
-  f->n = LLVMGetParam(fn, (unsigned)(1 + nargs));
+  f->n = LLVMGetParam(fn, (unsigned)(1 + nb));
   LLVMSetValueName2(f->n, "n", 1);
+  if (cpu) {
+    f->pool = LLVMGetParam(fn, (unsigned)(2 + nb));
+    LLVMSetValueName2(f->pool, "pool", 4);
+  }
   f->entry_bb = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
   LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
-  cg->kernel[id] = fn;
+  /* Where each operand is read from. */
+  DlNodeId out_buf = dl_buffer_of(p, kern->root);
+  f->nbufs = 1 + nb;
+  f->buf[0] = f->out;
+  for (int i = 0; i < nb; i++)
+    f->buf[1 + i] = buf_ptr[i];
+  f->nops = dl_kernel_operands(p, k, f->op_node);
+  for (int j = 0; j < f->nops; j++) {
+    DlNodeId id = f->op_node[j];
+    f->op_ptr[j] = NULL;
+    f->op_const[j] = NULL;
+    f->op_param[j] = -1;
+    if (operand_inlined(p, k, id)) {
+      f->op_const[j] = f32c(cg, (float)dl_node(cg->g, id)->attr.konst.value);
+      continue;
+    }
+    DlNodeId b = dl_buffer_of(p, id);
+    f->op_param[j] = 0; /* an ASSIGN's kernel reading its own parameter */
+    for (int i = 0; i < nb && b != out_buf; i++)
+      if (bufs[i] == b) f->op_param[j] = 1 + i;
+    f->op_ptr[j] = f->buf[f->op_param[j]];
+  }
+  for (int i = 0; i < kern->nnodes && kern->kind != DL_KERNEL_OP; i++) {
+    const DlNode *nd = dl_node(cg->g, kern->nodes[i]);
+    for (int j = nd->op == DL_OP_ASSIGN ? 1 : 0; nd->op != DL_OP_MATMUL && j < nd->nin; j++) {
+      int at = operand_index(f, nd->in[j]);
+      if (at >= 0) f->op_ew[at] = true;
+    }
+  }
+  /* An op kernel's inputs, in order. */
+  const DlNode *nd = f->node;
+  f->nin = nd->nin;
+  for (int i = 0; i < nd->nin; i++) {
+    int j = operand_index(f, nd->in[i]);
+    f->in[i] = j >= 0 && f->op_ptr[j] ? f->op_ptr[j] : LLVMGetUndef(cg->t_ptr);
+    f->in_shape[i] = &dl_node(cg->g, nd->in[i])->shape;
+  }
+  cg->kernel[k] = fn;
 }
 
-bool cg_emit_kernel(Cg *cg, DlNodeId id) {
-  const DlNode *nd = dl_node(cg->g, id);
-  int errors_before = cg->cc->nerrors;
-  CgFn f;
-  bool ok = true;
+static bool emit_op(CgFn *f) {
+  const DlNode *nd = f->node;
   switch (nd->op) {
   case DL_OP_INPUT:
   case DL_OP_PARAM:
   case DL_OP_CONST:
-  case DL_OP_HYPER: return true; /* leaves live in memory; nothing to compute */
+  case DL_OP_HYPER: return internal(f, "a leaf has no kernel");
   case DL_OP_NEG:
   case DL_OP_EXP:
   case DL_OP_LOG:
@@ -1690,56 +2512,48 @@ bool cg_emit_kernel(Cg *cg, DlNodeId id) {
   case DL_OP_GT:
   case DL_OP_EQ:
   case DL_OP_EXPAND:
-  case DL_OP_RESHAPE: /* a copy, used only where the plan did not make it a view */
   case DL_OP_ASSIGN:
-    kernel_begin(cg, id, &f);
-    ok = emit_map(&f);
-    break;
   case DL_OP_MATMUL:
-    kernel_begin(cg, id, &f);
-    ok = emit_matmul(&f);
-    break;
   case DL_OP_SUM:
   case DL_OP_MEAN:
-  case DL_OP_MAX:
-    kernel_begin(cg, id, &f);
-    ok = emit_reduce(&f);
-    break;
+  case DL_OP_MAX: return internal(f, "not an op kernel");
+  case DL_OP_RESHAPE: return internal(f, "a reshape is a view of its input, never a kernel");
   case DL_OP_SOFTMAX:
-  case DL_OP_LOG_SOFTMAX:
-    kernel_begin(cg, id, &f);
-    ok = emit_softmax(&f);
-    break;
+  case DL_OP_LOG_SOFTMAX: return emit_softmax(f);
   case DL_OP_PERMUTE:
   case DL_OP_SLICE:
   case DL_OP_PAD:
-  case DL_OP_CONCAT:
-    kernel_begin(cg, id, &f);
-    ok = emit_layout(&f);
-    break;
+  case DL_OP_CONCAT: return emit_layout(f);
   case DL_OP_GATHER:
   case DL_OP_SCATTER_ADD:
-  case DL_OP_ONE_HOT:
-    kernel_begin(cg, id, &f);
-    ok = emit_index(&f);
-    break;
+  case DL_OP_ONE_HOT: return emit_index(f);
   case DL_OP_CONV2D:
   case DL_OP_CONV2D_GRAD_INPUT:
-  case DL_OP_CONV2D_GRAD_FILTER:
-    kernel_begin(cg, id, &f);
-    ok = emit_conv(&f);
-    break;
+  case DL_OP_CONV2D_GRAD_FILTER: return emit_conv(f);
   case DL_OP_MAXPOOL2D:
   case DL_OP_AVGPOOL2D:
   case DL_OP_MAXPOOL2D_GRAD:
-  case DL_OP_AVGPOOL2D_GRAD:
-    kernel_begin(cg, id, &f);
-    ok = emit_pool(&f);
-    break;
-  case DL_OP_DROPOUT:
-    kernel_begin(cg, id, &f);
-    ok = emit_dropout(&f);
-    break;
+  case DL_OP_AVGPOOL2D_GRAD: return emit_pool(f);
+  case DL_OP_DROPOUT: return emit_dropout(f);
+  }
+  return internal(f, "unknown op");
+}
+
+bool cg_emit_kernel(Cg *cg, int k) {
+  const DlKernel *kern = &cg->prog->kernels[k];
+  int errors_before = cg->cc->nerrors;
+  CgFn f;
+  kernel_begin(cg, k, &f);
+  bool ok = true;
+  if (kern->nnodes > CG_MAX_FUSED) {
+    ok = internal(&f, "too many nodes in one kernel");
+  } else {
+    switch (kern->kind) {
+    case DL_KERNEL_OP: ok = emit_op(&f); break;
+    case DL_KERNEL_MAP: ok = emit_map(&f); break;
+    case DL_KERNEL_REDUCE: ok = emit_reduce(&f); break;
+    case DL_KERNEL_MATMUL: ok = emit_matmul(&f); break;
+    }
   }
   /* Close the function even after an error so the module stays well formed
    * (it is discarded anyway). */

@@ -330,47 +330,44 @@ static void set_cpu_attrs(Cg *cg, LLVMValueRef fn) {
                           LLVMCreateEnumAttribute(cg->ctx, nounwind, 0));
 }
 
-/* void <prefix>_entry_<name>(float *mem, i64 n): the kernels of the entry in
- * order, each on the buffers at its planned offsets. */
+/* void <prefix>_entry_<name>(float *mem, i64 n, DlrtPool *pool): the kernels
+ * of the entry in order, each on the buffers at its planned offsets. */
 static LLVMValueRef emit_entry(Cg *cg, DlEntryKind k) {
   const DlProgram *prog = cg->prog;
-  LLVMTypeRef params[2] = {cg->t_ptr, cg->t_i64};
-  LLVMTypeRef fty = LLVMFunctionType(cg->t_void, params, 2, false);
+  LLVMTypeRef params[3] = {cg->t_ptr, cg->t_i64, cg->t_ptr};
+  LLVMTypeRef fty = LLVMFunctionType(cg->t_void, params, 3, false);
   const char *name = dl_arena_printf(cg->cc->arena, "%s_entry_%s", cg->prefix, dl_entry_names[k]);
   LLVMValueRef fn = LLVMAddFunction(cg->mod, name, fty);
   set_cpu_attrs(cg, fn);
-  LLVMValueRef mem = LLVMGetParam(fn, 0), n = LLVMGetParam(fn, 1);
+  LLVMValueRef mem = LLVMGetParam(fn, 0), n = LLVMGetParam(fn, 1), pool = LLVMGetParam(fn, 2);
   LLVMSetValueName2(mem, "mem", 3);
   LLVMSetValueName2(n, "n", 1);
+  LLVMSetValueName2(pool, "pool", 4);
   LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
   const DlEntry *e = &prog->entry[k];
-  for (int i = 0; i < e->nnodes; i++) {
-    DlNodeId id = e->nodes[i];
-    const DlNode *nd = dl_node(cg->g, id);
-    if (!cg->kernel[id]) continue; /* a leaf */
-    if (nd->op == DL_OP_RESHAPE && prog->offset[id] == prog->offset[nd->in[0]])
-      continue; /* a view: already in place */
-    DlNodeId args[DL_MAX_INPUTS];
-    int nargs = cg_kernel_args(cg->g, id, args);
-    LLVMValueRef call_args[DL_MAX_INPUTS + 2];
-    DlNodeId bufs[DL_MAX_INPUTS + 1] = {id};
-    for (int j = 0; j < nargs; j++)
-      bufs[1 + j] = args[j];
-    for (int j = 0; j <= nargs; j++) {
+  for (int i = 0; i < e->nkernels; i++) {
+    int kk = e->kernels[i];
+    const DlKernel *kern = &prog->kernels[kk];
+    DlNodeId bufs[1 + DL_KERNEL_MAX_OPERANDS];
+    int nbufs = 1 + cg_kernel_buffers(prog, kk, bufs + 1);
+    bufs[0] = dl_buffer_of(prog, kern->root);
+    LLVMValueRef call_args[DL_KERNEL_MAX_OPERANDS + 3];
+    for (int j = 0; j < nbufs; j++) {
       int64_t off = prog->offset[bufs[j]];
       if (off < 0) {
-        dl_error(cg->cc, nd->loc,
-                 "internal error: node %%%d has no buffer but %s kernel %%%d uses it", (int)bufs[j],
-                 dl_op_info[nd->op].name, (int)id);
+        dl_error(cg->cc, dl_node(cg->g, kern->root)->loc,
+                 "internal error: node %%%d has no buffer but kernel k%d uses it", (int)bufs[j],
+                 kk);
         LLVMBuildRetVoid(cg->b);
         return NULL;
       }
       LLVMValueRef idx = i64c(cg, off);
       call_args[j] = LLVMBuildInBoundsGEP2(cg->b, cg->t_f32, mem, &idx, 1, "");
     }
-    call_args[nargs + 1] = n;
-    LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(cg->kernel[id]), cg->kernel[id], call_args,
-                   (unsigned)(nargs + 2), "");
+    call_args[nbufs] = n;
+    call_args[nbufs + 1] = pool;
+    LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(cg->kernel[kk]), cg->kernel[kk], call_args,
+                   (unsigned)(nbufs + 2), "");
   }
   LLVMBuildRetVoid(cg->b);
   return fn;
@@ -465,6 +462,34 @@ static bool optimise(DlCompiler *cc, LLVMModuleRef mod, LLVMTargetMachineRef tm,
   return true;
 }
 
+/* same[k]: the first kernel whose function kernel k can call (itself when
+ * no earlier kernel has its signature).  Hashed, then compared. */
+static int *same_kernels(DlCompiler *cc, const DlProgram *prog) {
+  int nk = prog->nkernels;
+  int *same = malloc(sizeof(int) * (size_t)(nk + 1));
+  const char **sig = malloc(sizeof(char *) * (size_t)(nk + 1));
+  size_t cap = 16;
+  while (cap < 2 * (size_t)nk)
+    cap <<= 1;
+  int *table = malloc(sizeof(int) * cap);
+  for (size_t i = 0; i < cap; i++)
+    table[i] = -1;
+  for (int k = 0; k < nk; k++) {
+    sig[k] = cg_kernel_signature(prog, k, cc->arena);
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *c = sig[k]; *c; c++)
+      h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    size_t at = (size_t)h & (cap - 1);
+    while (table[at] >= 0 && strcmp(sig[table[at]], sig[k]) != 0)
+      at = (at + 1) & (cap - 1);
+    if (table[at] < 0) table[at] = k;
+    same[k] = table[at];
+  }
+  free(table);
+  free(sig);
+  return same;
+}
+
 LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOptions *o,
                               const CgTarget *t, LLVMContextRef ctx) {
   const DlGraph *g = prog->g;
@@ -490,20 +515,22 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
   cg.t_i32 = LLVMInt32TypeInContext(ctx);
   cg.t_ptr = LLVMPointerTypeInContext(ctx, 0);
   cg.t_void = LLVMVoidTypeInContext(ctx);
-  cg.kernel = dl_arena_alloc(cc->arena, sizeof(LLVMValueRef) * (size_t)(g->nnodes ? g->nnodes : 1));
+  cg.kernel = dl_arena_alloc(cc->arena, sizeof(LLVMValueRef) * (size_t)(prog->nkernels + 1));
+  int *same = same_kernels(cc, prog);
 
   bool ok = true;
   for (int k = 0; ok && k < DL_ENTRY_COUNT; k++) {
     if (!entry_emitted(prog, (DlEntryKind)k)) continue;
     const DlEntry *e = &prog->entry[k];
-    for (int i = 0; ok && i < e->nnodes; i++) {
-      DlNodeId id = e->nodes[i];
-      if (id < 0 || id >= g->nnodes) {
-        dl_error(cc, DL_NOLOC, "internal error: entry %s lists node %d of %d", dl_entry_names[k],
-                 (int)id, g->nnodes);
+    for (int i = 0; ok && i < e->nkernels; i++) {
+      int kk = e->kernels[i];
+      if (kk < 0 || kk >= prog->nkernels) {
+        dl_error(cc, DL_NOLOC, "internal error: entry %s lists kernel %d of %d", dl_entry_names[k],
+                 kk, prog->nkernels);
         ok = false;
-      } else if (!cg.kernel[id] && cg_node_has_kernel(g, id)) {
-        ok = cg_emit_kernel(&cg, id);
+      } else if (!cg.kernel[kk]) {
+        if (!cg.kernel[same[kk]]) ok = cg_emit_kernel(&cg, same[kk]);
+        cg.kernel[kk] = cg.kernel[same[kk]];
       }
     }
   }
@@ -512,9 +539,9 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
      * compile each up to three times (JIT time) for no measurable gain, as
      * every kernel is a loop nest over whole tensors. */
     unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
-    for (DlNodeId id = 0; id < g->nnodes; id++)
-      if (cg.kernel[id])
-        LLVMAddAttributeAtIndex(cg.kernel[id], LLVMAttributeFunctionIndex,
+    for (int k = 0; k < prog->nkernels; k++)
+      if (cg.kernel[k] && same[k] == k)
+        LLVMAddAttributeAtIndex(cg.kernel[k], LLVMAttributeFunctionIndex,
                                 LLVMCreateEnumAttribute(ctx, noinline, 0));
     LLVMValueRef entries[DL_ENTRY_COUNT] = {NULL};
     for (int k = 0; ok && k < DL_ENTRY_COUNT; k++) {
@@ -525,6 +552,7 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
     }
     ok = ok && emit_program_table(&cg, t->tm, entries);
   }
+  free(same);
   LLVMDisposeBuilder(cg.b);
   ok = ok && verify_module(cc, cg.mod) && optimise(cc, cg.mod, t->tm, o->opt_level);
   if (!ok) {
@@ -661,7 +689,8 @@ char *dl_emit_c_header(DlCompiler *cc, const DlProgram *prog, const DlCodegenOpt
   fprintf(f, "/* %s.h - generated by dlcc from model \"", p);
   put_comment_text(f, prog->g->name ? prog->g->name : p);
   fprintf(f, "\"; do not edit.\n *\n");
-  fprintf(f, " * Link with the object file dlcc compiled and the dlcc runtime (libdlrt.a, -lm).\n");
+  fprintf(f, " * Link with the object file dlcc compiled and the dlcc runtime (libdlrt.a, -lm "
+             "-lpthread).\n");
   fprintf(f, " * Batches of up to %lld rows; N below is the batch size.\n *\n",
           (long long)prog->max_batch);
   fprintf(f, " * Tensors (name: role shape):\n");
@@ -677,10 +706,12 @@ char *dl_emit_c_header(DlCompiler *cc, const DlProgram *prog, const DlCodegenOpt
           upper, (long long)prog->max_batch);
   fprintf(f, "/* The compiled program: its memory size, named tensors and entry points. */\n");
   fprintf(f, "extern const DlrtProgram %s_program;\n\n", p);
-  fprintf(f, "/* Raw entry points on the context's memory (use the helpers below). */\n");
+  fprintf(f, "/* Raw entry points on the context's memory and thread pool (NULL: the calling\n"
+             " * thread only); use the helpers below. */\n");
   for (int k = 0; k < DL_ENTRY_COUNT; k++)
     if (entry_emitted(prog, (DlEntryKind)k))
-      fprintf(f, "void %s_entry_%s(float *mem, int64_t n);\n", p, dl_entry_names[k]);
+      fprintf(f, "void %s_entry_%s(float *mem, int64_t n, DlrtPool *pool);\n", p,
+              dl_entry_names[k]);
   fprintf(f,
           "\n/* A context: memory with constants and hyperparameters filled in and the\n"
           " * parameters initialised from seed. Free with dlrt_context_free. */\n"

@@ -1,10 +1,13 @@
 /* codegen.h - LLVM code generation for a planned program (LLVM C API only).
  *
- * One LLVM function per kernel (today: per scheduled node), with noalias
- * float pointers for its output and inputs and the batch size n; one entry
- * function per DlEntry that calls the kernels on buffers at the planned
- * offsets of `mem`; and, for the CPU, a DlrtProgram table (see
- * runtime/dlrt.h) named "<model>_program" describing every named tensor.
+ * One LLVM function per kernel of the plan (a group of fused nodes, see
+ * passes/fuse.c), with noalias float pointers for its output and input
+ * buffers, the batch size n and (CPU) the runtime's thread pool; one entry
+ * function per DlEntry, (float *mem, i64 n, DlrtPool *pool), that calls the
+ * kernels on buffers at the planned offsets of `mem`; and, for the CPU, a
+ * DlrtProgram table (see runtime/dlrt.h) named "<model>_program" describing
+ * every named tensor.  Large matrix products (and large elementwise kernels)
+ * are split over the pool's threads with dlrt_parallel_for.
  *
  * CPU code is optimised with the new pass manager at O3 for the host CPU and
  * either JIT-compiled in process (ORC LLJIT) or written as an ELF object.

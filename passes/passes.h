@@ -7,7 +7,8 @@
  *   dl_simplify      constant folding, algebraic identities, common
  *                    subexpressions (before planning)
  *   dl_plan          entry points (forward / grad / train_step), dead-code
- *                    elimination per entry, schedule and memory offsets
+ *                    elimination per entry, fusion of nodes into kernels
+ *                    (passes/fuse.c), schedule and memory offsets
  *
  * Each pass records diagnostics in g->cc and returns false on failure.
  */
@@ -58,10 +59,13 @@ typedef struct DlSimplifyStats {
   int folded;     /* ops on constants turned into constants */
   int identities; /* nodes replaced by an input through an algebraic identity */
   int merged;     /* nodes replaced by an equal earlier node */
+  int rewired;    /* step(x) made step(relu(x)): relu's gradient reads its output, so x
+                     need not be kept for the backward pass */
 } DlSimplifyStats;
 bool dl_simplify(DlGraph *g, DlSimplifyStats *stats);
 
-/* The compiled entry points.  Each is a function (float *mem, int64_t n). */
+/* The compiled entry points.  Each is a function (float *mem, int64_t n,
+ * DlrtPool *pool) (runtime/dlrt.h). */
 typedef enum DlEntryKind {
   DL_ENTRY_FORWARD, /* output and loss (loss only when targets are given) */
   DL_ENTRY_GRAD,    /* forward + gradients of all params, no update */
@@ -71,24 +75,84 @@ typedef enum DlEntryKind {
 
 extern const char *const dl_entry_names[DL_ENTRY_COUNT]; /* "forward", "grad", "train_step" */
 
-typedef struct DlEntry {
-  DlNodeId *nodes; /* nodes computed by a kernel, in execution order */
+/* A kernel: the nodes one generated function computes (passes/fuse.c groups
+ * them).  Only the root's value is stored; the other nodes are computed in
+ * registers where the root needs them and get no buffer. */
+typedef enum DlKernelKind {
+  DL_KERNEL_OP,     /* one node with its op's own kernel (softmax, conv, layout ...) */
+  DL_KERNEL_MAP,    /* elementwise nodes in one loop over the root's shape (the root may be
+                       an ASSIGN, which stores into its parameter) */
+  DL_KERNEL_REDUCE, /* a reduction (the root) of elementwise nodes, in one loop over the
+                       reduction's input shape */
+  DL_KERNEL_MATMUL, /* a matmul whose result goes through elementwise nodes of its
+                       shape (computed per element, as the map) before the root is
+                       stored */
+} DlKernelKind;
+
+extern const char *const dl_kernel_kind_names[]; /* "op", "map", "reduce", "matmul" */
+
+/* Most distinct input nodes of a kernel (fusion stops growing a kernel there). */
+#define DL_KERNEL_MAX_OPERANDS 12
+/* Most nodes in one kernel. */
+#define DL_KERNEL_MAX_NODES 64
+
+typedef struct DlKernel {
+  DlKernelKind kind;
+  DlNodeId root;   /* the node whose value the kernel stores */
+  DlNodeId *nodes; /* every node the kernel computes, in id order; the root is last */
   int nnodes;
+} DlKernel;
+
+typedef struct DlEntry {
+  DlNodeId *nodes; /* nodes computed by the entry's kernels, in execution order */
+  int nnodes;
+  int *kernels; /* indices into DlProgram.kernels, in execution order */
+  int nkernels;
   bool present; /* grad/train exist only when the model has a loss and params */
 } DlEntry;
 
 typedef struct DlProgram {
   DlGraph *g;
   int64_t max_batch; /* the batch dimension N is planned at this size */
-  int64_t *offset;   /* per node: offset in floats into mem, or -1 */
+  int64_t *offset;   /* per node: offset in floats into mem, or -1 (no buffer) */
   int64_t *size;     /* per node: floats reserved at max_batch */
   int64_t mem_floats;
-  bool *live; /* per node: used by some entry */
+  bool *live; /* per node: computed or read by some entry */
+  DlKernel *kernels;
+  int nkernels;
+  int *kernel_of;   /* per node: the index of the kernel that computes it, or -1 */
+  DlNodeId *buffer; /* per node: the node whose buffer holds its value (dl_buffer_of) */
   DlEntry entry[DL_ENTRY_COUNT];
 } DlProgram;
 
-/* Plan the graph for batches of up to max_batch rows. */
+typedef struct DlPlanOptions {
+  bool no_fuse; /* one kernel per node (dlcc --no-fuse, and tests comparing the two) */
+} DlPlanOptions;
+
+/* Plan the graph for batches of up to max_batch rows, with fusion. */
 DlProgram *dl_plan(DlGraph *g, int64_t max_batch);
+DlProgram *dl_plan_with(DlGraph *g, int64_t max_batch, const DlPlanOptions *opts);
+
+/* The node whose buffer holds node id's value: itself; for a RESHAPE view
+ * or an ASSIGN the buffer of its first input; for an optimizer state's new
+ * value that fusion computes in place, the state (see passes/fuse.c). */
+DlNodeId dl_buffer_of(const DlProgram *p, DlNodeId id);
+
+/* The nodes kernel k reads (inputs of its nodes computed by other kernels,
+ * or leaves), each once, in order of first use; an ASSIGN root's parameter
+ * is its output, not an operand, unless another node of the kernel reads it.
+ * Returns their number (at most DL_KERNEL_MAX_OPERANDS). */
+int dl_kernel_operands(const DlProgram *p, int k, DlNodeId ops[DL_KERNEL_MAX_OPERANDS]);
+
+/* The graph after planning as `dlcc emit ir-opt` prints it: the live nodes
+ * (dl_graph_print), then every kernel with its nodes and each entry's
+ * sequence of kernels. */
+void dl_program_print(const DlProgram *p, FILE *out);
+
+/* Graphviz: the graph's nodes and edges; with a plan (p non-NULL, for g ==
+ * p->g) only live nodes, each fused kernel (two nodes or more) a cluster.
+ * Leaves are ellipses, ops boxes, stored values bold. */
+void dl_graph_print_dot(const DlGraph *g, const DlProgram *p, FILE *out);
 
 /* What a plan costs, for `dlcc compile --stats` and `dlcc bench`. */
 typedef struct DlPlanStats {

@@ -1,28 +1,26 @@
 /* plan.c - entry points, dead-code elimination, schedule and memory layout.
  *
  * Each entry point computes what its roots need and nothing more (dead-code
- * elimination is reachability from the roots).  Kernels run in node-id order,
- * which is topological; optimizer updates (ASSIGN) run last so no kernel reads
- * a parameter after it changed.
+ * elimination is reachability from the roots).  The live nodes are grouped
+ * into kernels (fuse.c); kernels run in the order of their roots' ids, which
+ * is topological; optimizer updates (kernels ending in ASSIGN) run last so no
+ * kernel reads a parameter after it changed.
  *
  * Memory: one float arena, every buffer 64-byte aligned and sized for the
- * largest batch; RESHAPE is a view of its input and ASSIGN writes its
- * parameter's slot.  Buffers whose lifetimes never overlap share memory (see
+ * largest batch; RESHAPE is a view of its input, ASSIGN writes its
+ * parameter's slot, and a node that a kernel computes without storing has no
+ * buffer.  Buffers whose lifetimes never overlap share memory (see
  * plan_memory below).
  */
-#include "passes.h"
+#include "plan_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 const char *const dl_entry_names[DL_ENTRY_COUNT] = {"forward", "grad", "train_step"};
 
-static void plan_memory(DlProgram *p);
-
-static bool has_kernel(const DlNode *nd) {
-  DlOpKind k = dl_op_info[nd->op].kind;
-  return k != DL_KIND_LEAF && k != DL_KIND_RESHAPE;
-}
+static void plan_memory(DlProgram *p, const bool *keep);
+static void mark_persistent(const DlGraph *g, bool *keep);
 
 static void mark(const DlGraph *g, bool *reach, DlNodeId root) {
   if (root == DL_NONE || reach[root]) return;
@@ -42,19 +40,55 @@ static void mark(const DlGraph *g, bool *reach, DlNodeId root) {
   free(stack);
 }
 
-static void build_entry(DlGraph *g, DlEntry *e, const bool *reach) {
-  DlArena *arena = g->cc->arena;
-  e->nodes = dl_arena_alloc(arena, sizeof(DlNodeId) * (size_t)(g->nnodes + 1));
-  e->nnodes = 0;
-  for (DlNodeId id = 0; id < g->nnodes; id++)
-    if (reach[id] && has_kernel(&g->nodes[id]) && g->nodes[id].op != DL_OP_ASSIGN)
-      e->nodes[e->nnodes++] = id;
-  for (DlNodeId id = 0; id < g->nnodes; id++)
-    if (reach[id] && g->nodes[id].op == DL_OP_ASSIGN) e->nodes[e->nnodes++] = id;
+/* The roots of each entry, marked in reach[e][]. */
+static bool mark_entries(DlProgram *p, bool *reach[DL_ENTRY_COUNT]) {
+  DlGraph *g = p->g;
+  int nn = g->nnodes;
+  bool has_params = false;
+  for (DlNodeId id = 0; id < nn; id++)
+    has_params |=
+        g->nodes[id].op == DL_OP_PARAM && g->grad && id < g->ngrad && g->grad[id] != DL_NONE;
+  /* forward: prediction and loss */
+  mark(g, reach[DL_ENTRY_FORWARD], g->output);
+  mark(g, reach[DL_ENTRY_FORWARD], g->loss);
+  if (g->loss == DL_NONE || !has_params) return false;
+  /* grad: loss and every parameter gradient */
+  mark(g, reach[DL_ENTRY_GRAD], g->loss);
+  for (DlNodeId id = 0; id < g->ngrad; id++)
+    if (g->nodes[id].op == DL_OP_PARAM) mark(g, reach[DL_ENTRY_GRAD], g->grad[id]);
+  /* train_step: prediction, loss and the updates */
+  mark(g, reach[DL_ENTRY_TRAIN], g->output);
+  mark(g, reach[DL_ENTRY_TRAIN], g->loss);
+  for (DlNodeId id = 0; id < nn; id++)
+    if (g->nodes[id].op == DL_OP_ASSIGN) mark(g, reach[DL_ENTRY_TRAIN], id);
+  return true;
+}
+
+/* The kernels whose roots the entry reaches, in root order, those that
+ * assign last (so no kernel reads a parameter after it changed), and the
+ * nodes they compute in that order. */
+static void build_entry(DlProgram *p, DlEntry *e, const bool *reach) {
+  DlArena *arena = p->g->cc->arena;
+  e->kernels = dl_arena_alloc(arena, sizeof(int) * (size_t)(p->nkernels + 1));
+  e->nodes = dl_arena_alloc(arena, sizeof(DlNodeId) * (size_t)(p->g->nnodes + 1));
+  e->nkernels = e->nnodes = 0;
+  for (int pass = 0; pass < 2; pass++)
+    for (int k = 0; k < p->nkernels; k++) {
+      const DlKernel *kern = &p->kernels[k];
+      bool assigns = p->g->nodes[kern->root].op == DL_OP_ASSIGN;
+      if (!reach[kern->root] || assigns != (pass == 1)) continue;
+      e->kernels[e->nkernels++] = k;
+      for (int i = 0; i < kern->nnodes; i++)
+        e->nodes[e->nnodes++] = kern->nodes[i];
+    }
   e->present = true;
 }
 
 DlProgram *dl_plan(DlGraph *g, int64_t max_batch) {
+  return dl_plan_with(g, max_batch, NULL);
+}
+
+DlProgram *dl_plan_with(DlGraph *g, int64_t max_batch, const DlPlanOptions *opts) {
   DlCompiler *cc = g->cc;
   if (!dl_graph_verify(g)) return NULL;
   if (max_batch < 1) max_batch = 1;
@@ -66,42 +100,27 @@ DlProgram *dl_plan(DlGraph *g, int64_t max_batch) {
   p->size = dl_arena_alloc(cc->arena, sizeof(int64_t) * (size_t)(nn + 1));
   p->live = dl_arena_alloc(cc->arena, sizeof(bool) * (size_t)(nn + 1));
 
-  bool *reach = calloc((size_t)nn + 1, sizeof(bool));
-  bool has_params = false;
-  for (DlNodeId id = 0; id < nn; id++)
-    has_params |=
-        g->nodes[id].op == DL_OP_PARAM && g->grad && id < g->ngrad && g->grad[id] != DL_NONE;
-
-  /* forward: prediction and loss */
-  mark(g, reach, g->output);
-  mark(g, reach, g->loss);
-  build_entry(g, &p->entry[DL_ENTRY_FORWARD], reach);
-  for (int i = 0; i < nn; i++)
-    p->live[i] |= reach[i];
-
-  if (g->loss != DL_NONE && has_params) {
-    /* grad: loss and every parameter gradient */
-    memset(reach, 0, sizeof(bool) * (size_t)nn);
-    mark(g, reach, g->loss);
-    for (DlNodeId id = 0; id < g->ngrad; id++)
-      if (g->nodes[id].op == DL_OP_PARAM) mark(g, reach, g->grad[id]);
-    build_entry(g, &p->entry[DL_ENTRY_GRAD], reach);
+  bool *reach[DL_ENTRY_COUNT];
+  for (int e = 0; e < DL_ENTRY_COUNT; e++)
+    reach[e] = calloc((size_t)nn + 1, sizeof(bool));
+  bool trains = mark_entries(p, reach);
+  for (int e = 0; e < DL_ENTRY_COUNT; e++)
     for (int i = 0; i < nn; i++)
-      p->live[i] |= reach[i];
+      p->live[i] |= reach[e][i];
 
-    /* train_step: prediction, loss and the updates */
-    memset(reach, 0, sizeof(bool) * (size_t)nn);
-    mark(g, reach, g->output);
-    mark(g, reach, g->loss);
-    for (DlNodeId id = 0; id < nn; id++)
-      if (g->nodes[id].op == DL_OP_ASSIGN) mark(g, reach, id);
-    build_entry(g, &p->entry[DL_ENTRY_TRAIN], reach);
-    for (int i = 0; i < nn; i++)
-      p->live[i] |= reach[i];
+  bool *keep = malloc(sizeof(bool) * (size_t)(nn + 1));
+  mark_persistent(g, keep);
+  dl_fuse(p, keep, !(opts && opts->no_fuse));
+  build_entry(p, &p->entry[DL_ENTRY_FORWARD], reach[DL_ENTRY_FORWARD]);
+  if (trains) {
+    build_entry(p, &p->entry[DL_ENTRY_GRAD], reach[DL_ENTRY_GRAD]);
+    build_entry(p, &p->entry[DL_ENTRY_TRAIN], reach[DL_ENTRY_TRAIN]);
   }
-  free(reach);
+  for (int e = 0; e < DL_ENTRY_COUNT; e++)
+    free(reach[e]);
 
-  plan_memory(p);
+  plan_memory(p, keep);
+  free(keep);
   return p;
 }
 
@@ -112,7 +131,8 @@ DlProgram *dl_plan(DlGraph *g, int64_t max_batch) {
  * runtime reads after a call by name (the output, the loss, the gradients).
  * Every other buffer is a temporary of the entry that computes it: it lives
  * from the kernel that writes it to the last kernel that reads it (a RESHAPE
- * view's readers read its input's buffer).  The three entries share the
+ * view's readers read its input's buffer; the nodes fused into a kernel have
+ * none).  The three entries share the
  * arena, and a temporary may appear in several of them at different
  * positions, so two temporaries conflict when their intervals overlap in any
  * entry.  Intervals are closed: a kernel's output never shares memory with
@@ -138,22 +158,15 @@ static int64_t round16(int64_t n) {
   return (n + 15) & ~(int64_t)15;
 }
 
-/* The node whose buffer `id` uses: itself, or a view's source. */
-static DlNodeId buffer_of(const DlGraph *g, DlNodeId id) {
-  while (g->nodes[id].op == DL_OP_RESHAPE || g->nodes[id].op == DL_OP_ASSIGN)
-    id = g->nodes[id].in[0];
-  return id;
-}
-
 /* keep[b]: buffer b is persistent (see above). */
 static void mark_persistent(const DlGraph *g, bool *keep) {
   for (DlNodeId id = 0; id < g->nnodes; id++)
     keep[id] = dl_op_info[g->nodes[id].op].kind == DL_KIND_LEAF;
-  if (g->output != DL_NONE) keep[buffer_of(g, g->output)] = true;
-  if (g->loss != DL_NONE) keep[buffer_of(g, g->loss)] = true;
+  if (g->output != DL_NONE) keep[dl_graph_buffer(g, g->output)] = true;
+  if (g->loss != DL_NONE) keep[dl_graph_buffer(g, g->loss)] = true;
   for (DlNodeId p = 0; g->grad && p < g->ngrad; p++)
     if (g->nodes[p].op == DL_OP_PARAM && g->grad[p] != DL_NONE)
-      keep[buffer_of(g, g->grad[p])] = true;
+      keep[dl_graph_buffer(g, g->grad[p])] = true;
 }
 
 /* Floating-point operations of one node's kernel at batch n (a transcendental
@@ -216,13 +229,12 @@ static int by_offset(const void *pa, const void *pb) {
   return a->offset < b->offset ? -1 : a->offset > b->offset;
 }
 
-static void plan_memory(DlProgram *p) {
+static void plan_memory(DlProgram *p, const bool *keep) {
   DlGraph *g = p->g;
   int nn = g->nnodes;
-  /* Buffers are the nodes that own memory: not views, not assigns. */
+  /* Buffers are the nodes that own memory: not views, not assigns, not the
+   * nodes a kernel computes without storing. */
   int *slot = malloc(sizeof(int) * (size_t)(nn + 1));
-  bool *keep = malloc(sizeof(bool) * (size_t)(nn + 1));
-  mark_persistent(g, keep);
   Temp *temps = malloc(sizeof(Temp) * (size_t)(nn + 1));
   int ntemps = 0;
   int64_t at = 0;
@@ -230,8 +242,11 @@ static void plan_memory(DlProgram *p) {
     const DlNode *nd = &g->nodes[id];
     slot[id] = -1;
     p->offset[id] = -1;
+    p->size[id] = 0;
     bool state = nd->op == DL_OP_PARAM || nd->op == DL_OP_INPUT || nd->op == DL_OP_HYPER;
-    if ((!p->live[id] && !state) || buffer_of(g, id) != id) continue;
+    if ((!p->live[id] && !state) || dl_buffer_of(p, id) != id) continue;
+    int k = p->kernel_of[id];
+    if (k >= 0 && p->kernels[k].root != id) continue; /* fused: in registers only */
     p->size[id] = dl_shape_numel(&nd->shape, p->max_batch);
     if (keep[id]) {
       p->offset[id] = at;
@@ -244,20 +259,17 @@ static void plan_memory(DlProgram *p) {
       t->in[e] = (Interval){-1, -1};
     slot[id] = ntemps++;
   }
-  /* Lifetimes: each kernel defines its buffer and uses its inputs' buffers. */
+  /* Lifetimes: each kernel defines its root's buffer and uses its operands'. */
   for (int e = 0; e < DL_ENTRY_COUNT; e++) {
     const DlEntry *en = &p->entry[e];
     if (!en->present) continue;
-    for (int pos = 0; pos < en->nnodes; pos++) {
-      DlNodeId id = en->nodes[pos];
-      const DlNode *nd = &g->nodes[id];
-      DlNodeId touched[1 + DL_MAX_INPUTS];
-      int nt = 0;
-      touched[nt++] = buffer_of(g, id);
-      for (int i = 0; i < nd->nin; i++)
-        touched[nt++] = buffer_of(g, nd->in[i]);
+    for (int pos = 0; pos < en->nkernels; pos++) {
+      int k = en->kernels[pos];
+      DlNodeId touched[1 + DL_KERNEL_MAX_OPERANDS];
+      int nt = dl_kernel_operands(p, k, touched + 1) + 1;
+      touched[0] = p->kernels[k].root;
       for (int i = 0; i < nt; i++) {
-        int s = slot[touched[i]];
+        int s = slot[dl_buffer_of(p, touched[i])];
         if (s < 0) continue;
         Interval *iv = &temps[s].in[e];
         if (iv->first < 0) iv->first = pos;
@@ -288,7 +300,7 @@ static void plan_memory(DlProgram *p) {
   free(placed);
   /* Views and assigns use their source's buffer. */
   for (DlNodeId id = 0; id < nn; id++) {
-    DlNodeId b = buffer_of(g, id);
+    DlNodeId b = dl_buffer_of(p, id);
     if (b != id && p->offset[b] >= 0 && (p->live[id] || p->offset[id] >= 0)) {
       p->offset[id] = p->offset[b];
       p->size[id] = p->size[b];
@@ -296,7 +308,6 @@ static void plan_memory(DlProgram *p) {
   }
   p->mem_floats = temp_end > 0 ? temp_end : 16;
   free(temps);
-  free(keep);
   free(slot);
 }
 
@@ -305,16 +316,14 @@ void dl_plan_stats(const DlProgram *p, DlPlanStats *st) {
   memset(st, 0, sizeof *st);
   st->arena_bytes = p->mem_floats * (int64_t)sizeof(float);
   for (DlNodeId id = 0; id < g->nnodes; id++)
-    if (p->offset[id] >= 0 && buffer_of(g, id) == id)
+    if (p->offset[id] >= 0 && dl_buffer_of(p, id) == id)
       st->buffer_bytes += round16(p->size[id]) * (int64_t)sizeof(float);
   for (int e = 0; e < DL_ENTRY_COUNT; e++) {
     const DlEntry *en = &p->entry[e];
     st->present[e] = en->present || e == DL_ENTRY_FORWARD;
-    for (int i = 0; en->present && i < en->nnodes; i++) {
-      const DlNode *nd = &g->nodes[en->nodes[i]];
-      if (nd->op == DL_OP_RESHAPE && p->offset[en->nodes[i]] == p->offset[nd->in[0]]) continue;
-      st->kernels[e]++;
+    if (!en->present) continue;
+    st->kernels[e] = en->nkernels;
+    for (int i = 0; i < en->nnodes; i++)
       st->flops[e] += node_flops(g, en->nodes[i], p->max_batch);
-    }
   }
 }

@@ -14,6 +14,11 @@
  *   cse       a node equal to an earlier one (op, shape, inputs, attributes)
  *             is replaced by it; leaves that are distinct values (inputs,
  *             parameters, hyperparameters) and updates are never merged
+ *   rewire    step(x) becomes step(relu(x)) where relu(x) exists (the two
+ *             are equal: relu(x) > 0 exactly when x > 0, NaN included), so
+ *             relu's gradient reads the activation the forward pass keeps
+ *             anyway and the pre-activation x need not be stored: fusion can
+ *             then compute x inside the kernel of relu(x)
  *
  * x * 0 is not rewritten to 0: it is NaN when x is infinite or NaN, and a
  * computed x may be either; only constant x * 0 folds.  Nodes that lose all
@@ -204,11 +209,18 @@ bool dl_simplify(DlGraph *g, DlSimplifyStats *stats) {
   for (size_t i = 0; i < cap; i++)
     table[i] = DL_NONE;
 
+  /* relu_of[x]: a RELU node of input x, or DL_NONE. */
+  DlNodeId *relu_of = malloc(sizeof(DlNodeId) * (size_t)(nn + 1));
   for (DlNodeId id = 0; id < nn; id++) {
     DlNode *nd = &g->nodes[id];
     rep[id] = id;
+    relu_of[id] = DL_NONE;
     for (int i = 0; i < nd->nin; i++)
       nd->in[i] = rep[nd->in[i]];
+    if (nd->op == DL_OP_STEP && relu_of[nd->in[0]] != DL_NONE) {
+      nd->in[0] = relu_of[nd->in[0]];
+      st.rewired++;
+    }
     if (foldable(g, nd)) {
       fold(g, id);
       st.folded++;
@@ -220,6 +232,7 @@ bool dl_simplify(DlGraph *g, DlSimplifyStats *stats) {
         continue;
       }
     }
+    if (nd->op == DL_OP_RELU && relu_of[nd->in[0]] == DL_NONE) relu_of[nd->in[0]] = id;
     if (!cse_candidate(nd)) continue;
     size_t h = (size_t)node_hash(nd) & (cap - 1);
     while (table[h] != DL_NONE && !same_node(&g->nodes[table[h]], nd))
@@ -237,6 +250,7 @@ bool dl_simplify(DlGraph *g, DlSimplifyStats *stats) {
   if (g->loss != DL_NONE) g->loss = rep[g->loss];
   for (DlNodeId id = 0; g->grad && id < g->ngrad; id++)
     if (g->grad[id] != DL_NONE) g->grad[id] = rep[g->grad[id]];
+  free(relu_of);
   free(table);
   free(rep);
   if (stats) *stats = st;

@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#define DLRT_ABI_VERSION 1
+#define DLRT_ABI_VERSION 2
 #define DLRT_MAX_RANK 6
 #define DLRT_DIM_BATCH ((int64_t)-1)
 
@@ -66,7 +66,14 @@ typedef struct DlrtTensor {
   const float *data; /* DLRT_INIT_DATA: static element count floats */
 } DlrtTensor;
 
-typedef void (*DlrtEntryFn)(float *mem, int64_t n);
+/* The runtime's thread pool (runtime/rt_threads.c), which compiled code
+ * splits its large kernels over; opaque. */
+typedef struct DlrtPool DlrtPool;
+
+/* An entry point: runs on the context's memory for a batch of n rows.  pool
+ * may be NULL: everything runs on the calling thread.  Results are the same
+ * bit for bit whatever the pool's size. */
+typedef void (*DlrtEntryFn)(float *mem, int64_t n, DlrtPool *pool);
 
 typedef struct DlrtProgram {
   int32_t abi_version; /* DLRT_ABI_VERSION */
@@ -105,6 +112,8 @@ typedef struct DlrtContext {
   float *best;
   uint64_t steps; /* training/gradient steps run: dropout's seed counter (dlrt_train keeps
                      it equal to train.step, so a resumed run draws the same masks) */
+  int threads;    /* threads the entries run on; 0: one per core */
+  DlrtPool *pool; /* made at the first run with threads > 1, else NULL */
 } DlrtContext;
 
 /* Allocate memory, fill constants and hyperparameter defaults, initialise the
@@ -119,6 +128,11 @@ void dlrt_init_params(DlrtContext *ctx, uint64_t seed);
 /* Set a hyperparameter if the program has one of that name (the training
  * loop's "lr", "train.step", "train.mode", "train.seed"). */
 void dlrt_set_hyper_if_present(DlrtContext *ctx, const char *name, float value);
+
+/* Run the context's entries on `threads` threads (0: one per core, 1: the
+ * calling thread only).  The pool is made now; fails only if no thread can
+ * be started. */
+int dlrt_set_threads(DlrtContext *ctx, int threads, DlrtError *err);
 
 /* Index of the first tensor with this name and role (role < 0: any role), or
  * -1. */
@@ -412,6 +426,30 @@ double dlrt_accuracy(const float *pred, const float *target, int64_t rows, int64
 /* Index of the largest of width values (the first on ties, NaNs never win),
  * or -1 when all are NaN. */
 int64_t dlrt_argmax(const float *values, int64_t width);
+
+/* ---- threads (runtime/rt_threads.c) ----
+ * A pool of worker threads that sleep on a condition variable between jobs
+ * (they never spin: on a shared machine a spinning thread takes a core from
+ * someone else).  The calling thread works too, so a pool of T threads
+ * starts T - 1 workers. */
+DlrtPool *dlrt_pool_new(int threads, DlrtError *err);
+void dlrt_pool_free(DlrtPool *pool);
+int dlrt_pool_threads(const DlrtPool *pool);
+/* The number of cores this process may run on (at least 1). */
+int dlrt_default_threads(void);
+
+/* A part of a job: the indices [begin, end) of [0, count). */
+typedef void (*DlrtTaskFn)(void *arg, int64_t begin, int64_t end);
+/* Run fn over [0, count), split into at most per_thread contiguous ranges
+ * per thread, each range taken by whichever thread is free first (the caller
+ * included), and return when all are done (more ranges balance better when
+ * cores are shared; fewer suit tasks with a fixed cost per range).  fn must compute each index the
+ * same way whichever range it falls in; then the result does not depend on
+ * the number of threads.  With pool NULL, a pool of one thread, count < 2,
+ * or a call made while the pool is busy (from a task, or from a second
+ * thread), fn(arg, 0, count) runs on the calling thread.  Compiled code
+ * calls this. */
+void dlrt_parallel_for(DlrtPool *pool, int64_t count, int32_t per_thread, DlrtTaskFn fn, void *arg);
 
 /* ---- random numbers ----
  * Counter-based (a stateless hash of seed, stream and counter), so any value

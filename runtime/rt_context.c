@@ -206,9 +206,34 @@ DlrtContext *dlrt_context_new(const DlrtProgram *prog, uint64_t seed, DlrtError 
 
 void dlrt_context_free(DlrtContext *ctx) {
   if (!ctx) return;
+  dlrt_pool_free(ctx->pool);
   free(ctx->best);
   free(ctx->mem);
   free(ctx);
+}
+
+int dlrt_set_threads(DlrtContext *ctx, int threads, DlrtError *err) {
+  if (!ctx) return dlrt_fail(err, "no context given");
+  if (threads < 0)
+    return dlrt_fail(err, "the number of threads must be 0 or more, not %d", threads);
+  dlrt_pool_free(ctx->pool);
+  ctx->pool = NULL;
+  ctx->threads = threads;
+  int want = threads > 0 ? threads : dlrt_default_threads();
+  if (want > 1 && !(ctx->pool = dlrt_pool_new(want, err))) return -1;
+  return 0;
+}
+
+void dlrt_call_entry(DlrtContext *ctx, DlrtEntryFn entry, int64_t n) {
+  /* The pool of the default size is made at the first run, so contexts that
+   * never run start no threads.  Without a pool (a machine that cannot
+   * start a thread) everything runs on this thread: slower, never wrong. */
+  if (!ctx->pool && ctx->threads != 1) {
+    int want = ctx->threads > 0 ? ctx->threads : dlrt_default_threads();
+    if (want > 1) ctx->pool = dlrt_pool_new(want, NULL);
+    if (!ctx->pool) ctx->threads = 1;
+  }
+  entry(ctx->mem, n, ctx->pool);
 }
 
 void dlrt_init_params(DlrtContext *ctx, uint64_t seed) {
@@ -339,7 +364,7 @@ static int run_entry(DlrtContext *ctx, DlrtEntryFn entry, const char *entry_name
     return dlrt_fail(err, "batch size %lld is out of range: model '%s' takes 1 to %lld rows",
                      (long long)n, model_name(prog), (long long)prog->max_batch);
   dlrt_set_training(ctx, training);
-  entry(ctx->mem, n);
+  dlrt_call_entry(ctx, entry, n);
   return 0;
 }
 

@@ -23,6 +23,10 @@ bool dlrt_row_correct(const float *pred, const float *target, int64_t width);
 /* Whether every one of the count values is exactly 0 or 1. */
 bool dlrt_all_binary(const float *values, int64_t count);
 
+/* Run an entry on the context's memory and thread pool (made here at the
+ * first run when the context wants more than one thread). */
+void dlrt_call_entry(DlrtContext *ctx, DlrtEntryFn entry, int64_t n);
+
 /* Floats of all parameters together (the size of DlrtContext.best). */
 int64_t dlrt_param_floats(const DlrtProgram *prog);
 

@@ -473,7 +473,7 @@ int dlrt_train(DlrtContext *ctx, const DlrtDataset *ds, const DlrtTrainOptions *
       ctx->steps = (uint64_t)ts->step;
       feed_rows(&feed, order, start, n);
       dlrt_set_training(ctx, 1);
-      prog->train_step(ctx->mem, n);
+      dlrt_call_entry(ctx, prog->train_step, n);
       ts->step++;
       float loss = *loss_value;
       if (!isfinite(loss)) {
@@ -553,7 +553,7 @@ int dlrt_evaluate(DlrtContext *ctx, const DlrtDataset *ds, double *loss, double 
     int64_t n = ds->nrows - start < feed.rows_per_call ? ds->nrows - start : feed.rows_per_call;
     feed_rows(&feed, NULL, start, n);
     dlrt_set_training(ctx, 0);
-    prog->forward(ctx->mem, n);
+    dlrt_call_entry(ctx, prog->forward, n);
     if (loss_value) loss_sum += (double)*loss_value * (double)n;
     correct += count_correct(&feed, NULL, start, n);
   }
@@ -587,7 +587,7 @@ int dlrt_predict(DlrtContext *ctx, const DlrtDataset *ds, float *out, DlrtError 
     int64_t n = ds->nrows - start < feed.rows_per_call ? ds->nrows - start : feed.rows_per_call;
     feed_rows(&feed, NULL, start, n);
     dlrt_set_training(ctx, 0);
-    prog->forward(ctx->mem, n);
+    dlrt_call_entry(ctx, prog->forward, n);
     memcpy(out + start * width, output, (size_t)(n * width) * sizeof(float));
   }
   feed_free(&feed);

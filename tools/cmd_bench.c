@@ -19,8 +19,8 @@ static const char bench_help[] =
     "options:\n"
     "  --batch B     rows per step (default: the train block's batch, else 32)\n"
     "  --steps N     timed steps (default 100; warm-up: N/10, at least 3)\n"
-    "  --threads T   accepted and reported; kernels run on one thread until the\n"
-    "                thread pool exists, whatever T is\n"
+    "  --threads T   threads the kernels run on (default: one per core)\n"
+    "  --no-fuse     one kernel per node (to measure what fusion gains)\n"
     "  --infer       also time inference (the forward entry point)\n"
     "  --stats       also print the plan (as 'dlcc compile --stats')\n"
     "  --model NAME  the model to time\n"
@@ -83,8 +83,8 @@ void print_plan_stats(FILE *out, const Session *s) {
 int cmd_bench(int argc, char **argv) {
   DriverOptions o;
   int rc = parse_command_args(&o, argc, argv,
-                              "--model --batch --steps --threads --infer --stats --seed --lr -O0 "
-                              "-O1 -O2 -O3",
+                              "--model --batch --steps --threads --infer --stats --seed --lr "
+                              "--no-fuse -O0 -O1 -O2 -O3",
                               bench_help);
   if (rc) return rc == 2 ? 0 : 1;
   Session s = {0};
@@ -103,16 +103,13 @@ int cmd_bench(int argc, char **argv) {
     driver_error("%s", err.msg);
     goto done;
   }
+  if (!session_set_threads(ctx, &o)) goto done;
   session_fill_inputs(&s, ctx, NULL, seed, n);
   int64_t steps = o.steps > 0 ? o.steps : 100;
   DlPlanStats st;
   dl_plan_stats(s.prog, &st);
   printf("bench %s: batch %lld, %lld timed steps\n", s.graph->name, (long long)n, (long long)steps);
-  if (o.threads > 1)
-    printf("  threads: 1 (%lld requested: the thread pool is not implemented yet)\n",
-           (long long)o.threads);
-  else
-    printf("  threads: 1\n");
+  printf("  threads: %d\n", dlrt_pool_threads(ctx->pool));
   printf("  compile: %.1f ms (parse to JIT ready)\n", compile_ms);
   Timing tm;
   bool have_train = s.rt->train_step != NULL;

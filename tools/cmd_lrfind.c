@@ -82,7 +82,8 @@ int cmd_lr_find(int argc, char **argv) {
   /* A NaN loss ends the test like a divergence. */
   if (dlrt_train(p.ctx, &p.data.train, &to, NULL, &f, &err) != 0) f.diverged = true;
   /* The steepest descent of the smoothed loss against log(lr), before the
-   * divergence and after the first few noisy steps. */
+   * lowest loss (past it the loss only oscillates, and a drop there says
+   * nothing about a good rate) and after the first few noisy steps. */
   int last = f.n - 1;
   while (last > 0 && f.diverged && f.smooth[last] > 1.5 * f.best)
     last--;
@@ -90,7 +91,7 @@ int cmd_lr_find(int argc, char **argv) {
   double slope = 0;
   for (int i = 0; i < f.n; i++)
     if (f.smooth[i] < f.smooth[lowest]) lowest = i;
-  for (int i = 5; i < last; i++) {
+  for (int i = 5; i < last && i <= lowest; i++) {
     double d = (f.smooth[i + 1] - f.smooth[i - 1]) / (log(f.lr[i + 1]) - log(f.lr[i - 1]));
     if (d < slope) {
       slope = d;

@@ -56,6 +56,7 @@ static const char train_help[] =
     "  --progress, --no-progress   force the progress bar on or off\n"
     "  --verbose, -v       print every epoch (default: about ten lines)\n"
     "  --quiet, -q         print only the final result\n"
+    "  --threads T         threads the kernels run on (default: one per core)\n"
     "  -O0 .. -O3          LLVM optimisation level (default -O3)\n";
 
 /* Per-epoch values of one run, for plots. */
@@ -284,6 +285,7 @@ bool prepare_training(Prepared *p, const DriverOptions *o) {
     driver_error("%s", err.msg);
     return false;
   }
+  if (!session_set_threads(p->ctx, o)) return false;
   if (o->load && dlrt_load(p->ctx, o->load, &err) != 0) {
     driver_error("%s", err.msg);
     return false;
@@ -457,7 +459,8 @@ int cmd_train(int argc, char **argv) {
       &o, argc, argv,
       "--model --epochs --lr --batch --seed --load --save --log --verbose -v --quiet -q -O0 -O1 "
       "-O2 -O3 --resume --plot --optimizer --momentum --weight-decay --clip --schedule --warmup "
-      "--validation --patience --shift --noise --limit --progress --no-progress --stop-after",
+      "--validation --patience --shift --noise --limit --progress --no-progress --stop-after "
+      "--threads",
       train_help);
   if (rc) return rc == 2 ? 0 : 1;
   Prepared p = {0};
@@ -575,6 +578,7 @@ static const char run_help[] =
     "  --input CSV    rows of input values (then optional target values), no header\n"
     "  --seed S       seed for initialising parameters (without --load)\n"
     "  --batch B      rows per forward call (default: train block, else 32)\n"
+    "  --threads T    threads the kernels run on (default: one per core)\n"
     "  -O0 .. -O3     LLVM optimisation level\n";
 
 static void print_named(const char *name, const float *data, int rank, const int64_t *dims) {
@@ -584,8 +588,8 @@ static void print_named(const char *name, const float *data, int rank, const int
 
 int cmd_run(int argc, char **argv) {
   DriverOptions o;
-  int rc = parse_command_args(&o, argc, argv,
-                              "--model --load --input --seed --batch -O0 -O1 -O2 -O3", run_help);
+  int rc = parse_command_args(
+      &o, argc, argv, "--model --load --input --seed --batch --threads -O0 -O1 -O2 -O3", run_help);
   if (rc) return rc == 2 ? 0 : 1;
   Session s = {0};
   DlrtDataset ds = {0};
@@ -619,6 +623,7 @@ int cmd_run(int argc, char **argv) {
     driver_error("%s", err.msg);
     goto done;
   }
+  if (!session_set_threads(ctx, &o)) goto done;
   if (o.load && dlrt_load(ctx, o.load, &err) != 0) {
     driver_error("%s", err.msg);
     goto done;

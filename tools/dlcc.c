@@ -17,7 +17,7 @@ static const char usage_text[] =
     "  train      train a model (JIT) and report loss and accuracy per epoch\n"
     "  run        run a model forward and print its output\n"
     "  compile    write an object file and a C header for a model\n"
-    "  emit       print a stage of the compiler: tokens ast ir ir-grad llvm asm ptx\n"
+    "  emit       print a stage of the compiler: tokens ast ir ir-grad ir-opt dot llvm asm ptx\n"
     "  gradcheck  check every parameter's gradient against finite differences\n"
     "  eval       loss, accuracy and confusion matrix of a checkpoint on the test data\n"
     "  lr-find    learning-rate range test: sweep the rate up over one pass, suggest one\n"
@@ -139,6 +139,10 @@ int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const ch
     o->infer = true;
     return 1;
   }
+  if (!strcmp(a, "--no-fuse")) {
+    o->no_fuse = true;
+    return 1;
+  }
   if (!strcmp(a, "--progress") || !strcmp(a, "--no-progress")) {
     o->progress = a[2] == 'p';
     return 1;
@@ -176,7 +180,13 @@ int parse_common_option(DriverOptions *o, int argc, char **argv, int i, const ch
     o->arch = v;
   } else if (!strcmp(a, "--prefix"))
     o->prefix = v;
-  else if (!strcmp(a, "--epochs")) {
+  else if (!strcmp(a, "--stage")) {
+    if (strcmp(v, "ir") && strcmp(v, "grad") && strcmp(v, "opt")) {
+      driver_error("unknown --stage '%s': expected ir, grad or opt", v);
+      return -1;
+    }
+    o->stage = v;
+  } else if (!strcmp(a, "--epochs")) {
     if (!parse_int(a, v, 1, &x)) return -1;
     o->epochs = x;
   } else if (!strcmp(a, "--batch")) {

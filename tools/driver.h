@@ -45,12 +45,14 @@ typedef struct DriverOptions {
   double momentum, weight_decay, clip, warmup, validation, noise;
   double lr_start, lr_end; /* lr-find */
   int64_t patience, limit, shift, stop_after;
-  int progress; /* --progress 1, --no-progress 0, else -1: when stdout is a terminal */
-  bool stats;       /* compile --stats */
-  bool infer;       /* bench --infer */
-  bool no_simplify; /* plan the graph as autodiff left it (emit ir-grad) */
-  int64_t steps;    /* bench --steps, -1: default */
-  int64_t threads;  /* bench --threads, -1: default */
+  int progress;      /* --progress 1, --no-progress 0, else -1: when stdout is a terminal */
+  bool stats;        /* compile --stats */
+  bool infer;        /* bench --infer */
+  bool no_simplify;  /* plan the graph as autodiff left it (emit ir-grad) */
+  int64_t steps;     /* bench --steps, -1: default */
+  int64_t threads;   /* --threads (train, run, bench), -1: one per core */
+  const char *stage; /* emit dot --stage ir|grad|opt */
+  bool no_fuse;      /* --no-fuse: one kernel per node */
 } DriverOptions;
 
 /* Everything compiled from one source file for one model. */
@@ -192,6 +194,9 @@ int cmd_repl(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 /* The plan's kernels, FLOPs and memory (compile --stats, bench). */
 void print_plan_stats(FILE *out, const Session *s);
+/* Give the context the threads --threads asks for (default: one per core);
+ * false after printing an error. */
+bool session_set_threads(DlrtContext *ctx, const DriverOptions *o);
 
 /* Argument parsing shared by the commands: returns the number of argv
  * entries consumed (1 or 2) for a recognised option, 0 for an unrecognised

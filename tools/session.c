@@ -72,7 +72,8 @@ bool session_plan(Session *s, const DriverOptions *o, int64_t max_batch) {
     driver_report(s);
     return false;
   }
-  s->prog = dl_plan(g, max_batch);
+  DlPlanOptions po = {.no_fuse = o->no_fuse};
+  s->prog = dl_plan_with(g, max_batch, &po);
   if (!s->prog || dl_failed(s->cc)) {
     driver_report(s);
     return false;
@@ -85,6 +86,15 @@ bool session_jit(Session *s, const DriverOptions *o) {
   s->jit = dl_jit_compile(s->cc, s->prog, &co, &s->rt);
   if (!s->jit || dl_failed(s->cc)) {
     driver_report(s);
+    return false;
+  }
+  return true;
+}
+
+bool session_set_threads(DlrtContext *ctx, const DriverOptions *o) {
+  DlrtError err = {{0}};
+  if (dlrt_set_threads(ctx, o->threads > 0 ? (int)o->threads : 0, &err) != 0) {
+    driver_error("%s", err.msg);
     return false;
   }
   return true;

@@ -75,7 +75,7 @@ static void run_case(const GemmCase *gc, bool ta, bool tb) {
     }
     it.values[leaves[l]] = v;
   }
-  rp->forward(mem, n);
+  rp->forward(mem, n, NULL);
   DlNodeId eval[1] = {g->output};
   dl_interp_run(&it, eval, 1);
   /* The scale: the same product of absolute values. */

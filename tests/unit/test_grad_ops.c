@@ -124,7 +124,7 @@ static void check_jit(GradCase *c, double **leaf, DlInterp *it, bool grid) {
       for (int64_t e = 0; e < dlrt_numel(t, BATCH); e++)
         mem[t->offset + e] = t->data ? t->data[e] : (float)t->a;
   }
-  rp->grad(mem, BATCH);
+  rp->grad(mem, BATCH, NULL);
   for (DlNodeId p = 0; p < g->ngrad; p++) {
     if (g->nodes[p].op != DL_OP_PARAM || g->grad[p] == DL_NONE) continue;
     int gi = dlrt_find(rp, g->nodes[p].name, DLRT_ROLE_GRAD);

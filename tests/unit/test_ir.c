@@ -167,10 +167,10 @@ static void test_autodiff(void) {
   CHECK(p->offset[w] >= 0 && p->offset[b] >= 0 && p->offset[w] % 16 == 0);
   int nassign = 0;
   const DlEntry *t = &p->entry[DL_ENTRY_TRAIN];
-  for (int i = 0; i < t->nnodes; i++)
-    if (g->nodes[t->nodes[i]].op == DL_OP_ASSIGN) {
+  for (int i = 0; i < t->nkernels; i++)
+    if (g->nodes[p->kernels[t->kernels[i]].root].op == DL_OP_ASSIGN) {
       nassign++;
-      CHECK(i >= t->nnodes - 2); /* updates come last */
+      CHECK(i >= t->nkernels - 2); /* updates come last */
     }
   CHECK(nassign == 2);
   /* The forward entry computes no gradients. */

@@ -10,7 +10,8 @@
 #define N DLRT_DIM_BATCH
 
 /* An entry that records its batch size in the "seen" tensor (offset 40). */
-static void record_n(float *mem, int64_t n) {
+static void record_n(float *mem, int64_t n, DlrtPool *pool) {
+  (void)pool;
   mem[40] = (float)n;
 }
 
@@ -70,9 +71,9 @@ static int test_validation(void) {
   DlrtError err = {{0}};
 
   make_model(&m);
-  m.prog.abi_version = 2;
+  m.prog.abi_version = 1; /* before entry points took the thread pool */
   CHECK(dlrt_context_new(&m.prog, 1, &err) == NULL);
-  CHECK_MSG(err, "model 'test' was compiled for runtime abi 2, this runtime has abi 1");
+  CHECK_MSG(err, "model 'test' was compiled for runtime abi 1, this runtime has abi 2");
 
   make_model(&m);
   m.tensors[1].offset = 160; /* W needs 6 floats, 4 are left */

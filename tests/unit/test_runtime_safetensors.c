@@ -407,7 +407,8 @@ static int test_malformed_headers(const char *dir) {
 
 #define N DLRT_DIM_BATCH
 
-static void do_nothing(float *mem, int64_t n) {
+static void do_nothing(float *mem, int64_t n, DlrtPool *pool) {
+  (void)pool;
   (void)mem;
   (void)n;
 }

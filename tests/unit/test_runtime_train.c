@@ -30,7 +30,8 @@ enum {
   MEM_FLOATS = OFF_LOG + LOG_CAP,
 };
 
-static void forward(float *mem, int64_t n) {
+static void forward(float *mem, int64_t n, DlrtPool *pool) {
+  (void)pool;
   const float *x = mem + OFF_X, *y = mem + OFF_Y;
   float *out = mem + OFF_OUT;
   float w = mem[OFF_W], b = mem[OFF_B], sum = 0;
@@ -41,8 +42,8 @@ static void forward(float *mem, int64_t n) {
   mem[OFF_LOSS] = sum / (float)n;
 }
 
-static void train_step(float *mem, int64_t n) {
-  forward(mem, n);
+static void train_step(float *mem, int64_t n, DlrtPool *pool) {
+  forward(mem, n, pool);
   float *log = mem + OFF_LOG;
   if (log[0] + 1 + (float)n + 1 < LOG_CAP) {
     int pos = 1 + (int)log[0];
