@@ -952,6 +952,13 @@ static Value lower_name(Lower *L, const AstExpr *e) {
 
 /* x[i, a:b, :, ...]: compile-time positions and half-open slices; a
  * position removes its axis.  Negative values count from the end. */
+int count_ellipses(const AstExprList *items) {
+  int n = 0;
+  for (int i = 0; i < items->n; i++)
+    n += items->items[i]->kind == AST_ELLIPSIS;
+  return n;
+}
+
 static Value list_index(Lower *L, const AstExpr *e, Value list) {
   const AstExprList *items = &e->u.index.items;
   int64_t k;
@@ -976,9 +983,7 @@ static Value lower_index(Lower *L, const AstExpr *e) {
   if (base.kind == VAL_LIST || base.kind == VAL_TUPLE) return list_index(L, e, base);
   DlNodeId x = value_tensor(L, base, e->u.index.base->loc);
   const AstExprList *items = &e->u.index.items;
-  int nellipsis = 0;
-  for (int i = 0; i < items->n; i++)
-    nellipsis += items->items[i]->kind == AST_ELLIPSIS;
+  int nellipsis = count_ellipses(items);
   if (nellipsis > 1) {
     dl_error(L->cc, e->loc, "an index can hold '...' only once");
     return val_error();

@@ -227,6 +227,9 @@ bool expect_static_number(Lower *L, const AstExpr *e, const char *what, double *
 bool lower_dims(Lower *L, const AstExprList *dims, DlLoc loc, bool allow_batch,
                 const char *no_batch, int *infer, DlShape *shape);
 
+/* How many `...` a shape pattern or an index holds. */
+int count_ellipses(const AstExprList *items);
+
 /* ---- lower_stmt.c ---- */
 
 Value call_def(Lower *L, const AstBlock *def, const AstExpr *call, const char *assigned);

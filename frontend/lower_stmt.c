@@ -203,12 +203,16 @@ static DlNodeId declare_param(Lower *L, const char *name, DlLoc loc, DlShape sha
 
 /* ---- names ---- */
 
+static void redefinition(Lower *L, const char *name, DlLoc loc, DlLoc previous) {
+  dl_error(L->cc, loc, "redefinition of '%s'", name);
+  dl_note(L->cc, previous, "previous definition is here");
+}
+
 /* A declaration (input, target, param) may not reuse any visible name. */
 static void declare_name(Lower *L, const char *name, SymKind kind, Value v, DlLoc loc) {
   const Sym *old = scope_find(L, name);
   if (old) {
-    dl_error(L->cc, loc, "redefinition of '%s'", name);
-    dl_note(L->cc, old->loc, "previous definition is here");
+    redefinition(L, name, loc, old->loc);
     return;
   }
   scope_add(L, L->cur, name, kind, v, loc);
@@ -226,8 +230,7 @@ static void assign_var(Lower *L, const char *name, Value v, DlLoc loc) {
     return;
   }
   if (here) {
-    dl_error(L->cc, loc, "redefinition of '%s'", name);
-    dl_note(L->cc, here->loc, "previous definition is here");
+    redefinition(L, name, loc, here->loc);
     return;
   }
   Sym *outer = in_loop(L) ? scope_find(L, name) : NULL;
@@ -366,9 +369,7 @@ static Value match_pattern(Lower *L, const AstBlock *def, const AstParam *p, Val
   if (x == DL_NONE) return val_error();
   const DlShape *s = &dl_node(L->g, x)->shape;
   const AstExprList *pat = p->pattern;
-  int nellipsis = 0;
-  for (int i = 0; i < pat->n; i++)
-    nellipsis += pat->items[i]->kind == AST_ELLIPSIS;
+  int nellipsis = count_ellipses(pat);
   if (nellipsis > 1) {
     dl_error(L->cc, p->loc, "a shape pattern can hold '...' only once");
     return val_error();
@@ -484,7 +485,7 @@ Value call_def(Lower *L, const AstBlock *def, const AstExpr *call, const char *a
     const AstParam *p = &def->params.items[i];
     Value v = vals[i];
     if (!args[i]) {
-      StmtNaming naming = {.var = p->name};
+      StmtNaming naming = {0};
       L->naming = &naming;
       v = single_value(L, lower_value(L, p->default_value), p->default_value->loc);
       L->naming = NULL;
@@ -538,8 +539,7 @@ static void lower_for(Lower *L, const AstStmt *s) {
   }
   const Sym *old = scope_find(L, s->name);
   if (old) {
-    dl_error(L->cc, s->name_loc, "redefinition of '%s'", s->name);
-    dl_note(L->cc, old->loc, "previous definition is here");
+    redefinition(L, s->name, s->name_loc, old->loc);
     return;
   }
   if (L->unrolled + (hi - lo) > MAX_UNROLL) {

@@ -227,6 +227,7 @@ static void add_transcript_line(Repl *R, const char *line) {
 /* A compiler context that can quote every line the session has seen. */
 static DlCompiler *repl_compiler(Repl *R) {
   DlCompiler *cc = dl_compiler_new();
+  driver_add_import_dirs(cc); /* import "std/nn.nnl" works here as in files */
   dl_source_add(cc, R->input_name, R->transcript ? R->transcript : "", R->tlen);
   for (int i = 0; i < R->nfiles; i++)
     dl_source_add(cc, R->files[i].path, R->files[i].text, R->files[i].len);

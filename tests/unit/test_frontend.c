@@ -322,6 +322,50 @@ static void test_ast_print(void) {
   dl_compiler_free(cc);
 }
 
+/* Defs, loops and imports through the library API: the import directory
+ * comes from dl_frontend_add_import_dir (the driver adds the same). */
+static void test_defs_loops_imports(void) {
+  const char *root = getenv("DLCC_ROOT");
+  CHECK(root != NULL);
+  if (!root) return;
+  DlCompiler *cc = dl_compiler_new();
+  dl_frontend_add_import_dir(cc, dl_arena_printf(cc->arena, "%s/lang", root));
+  DlGraph *g = lower_text(cc,
+                          "import \"std/nn.nnl\"\n"
+                          "def twice(x, k = 2) { return k * x, x }\n"
+                          "model m {\n"
+                          "  input x : [N, 3, 2]\n"
+                          "  h = zeros([N, 4])\n"
+                          "  for t in 0..3 { h = rnn_cell(x[:, t, :], h) as cell }\n"
+                          "  a, b = twice(h)\n"
+                          "  out = dense(a, 1, act = sigmoid)\n"
+                          "}\n",
+                          NULL, NULL);
+  if (!g) dl_diag_render(cc, stdout, false);
+  CHECK(g != NULL);
+  if (g) {
+    int wx = 0, heads = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+      const DlNode *nd = &g->nodes[i];
+      if (nd->op != DL_OP_PARAM) continue;
+      wx += !strcmp(nd->name, "cell.Wx");
+      heads += !strcmp(nd->name, "out.W");
+    }
+    CHECK(wx == 1 && heads == 1); /* shared by the three steps */
+    CHECK(g->output != DL_NONE && dl_node(g, g->output)->op == DL_OP_SIGMOID);
+    CHECK(shape_is(dl_node(g, g->output), 2, DL_DIM_BATCH, 1));
+    CHECK(dl_graph_verify(g));
+  }
+  dl_compiler_free(cc);
+
+  /* Without the directory, the library is not found: an error at the import. */
+  cc = dl_compiler_new();
+  DlAstFile *ast = dl_parse_string(cc, "lib.nnl", "import \"std/nn.nnl\"\n");
+  CHECK(ast != NULL && dl_failed(cc));
+  CHECK(has_diag(cc, DL_SEV_ERROR, 1, 8, "cannot find imported file 'std/nn.nnl'"));
+  dl_compiler_free(cc);
+}
+
 int main(void) {
   test_xor();
   test_defaults_and_tensors();
@@ -330,6 +374,7 @@ int main(void) {
   test_errors();
   test_tokens();
   test_ast_print();
+  test_defs_loops_imports();
   if (check_failures) {
     printf("%d check(s) failed\n", check_failures);
     return 1;

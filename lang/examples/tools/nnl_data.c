@@ -19,6 +19,7 @@
  *                            bit first, as pairs (a_t, b_t) for t = 0..7,
  *                            then the 8 bits of their sum
  *   reverse ROWS SEED        6 tokens in 0..7, then the same tokens reversed
+ *   sort ROWS SEED           6 tokens in 0..7, then the same tokens sorted
  */
 #include <math.h>
 #include <stdbool.h>
@@ -78,16 +79,16 @@ static void draw(float *img, int kind, int cx, int cy, int s) {
       double d = sqrt((double)(dx * dx + dy * dy));
       bool on = false;
       switch (kind) {
-      case 0: on = ay <= 1; break;                       /* horizontal bar */
-      case 1: on = ax <= 1; break;                       /* vertical bar */
-      case 2: on = abs(dx - dy) <= 1; break;             /* diagonal \ */
-      case 3: on = abs(dx + dy) <= 1; break;             /* diagonal / */
-      case 4: on = ax == s || ay == s; break;            /* box outline */
-      case 5: on = true; break;                          /* filled box */
-      case 6: on = ax <= 1 || ay <= 1; break;            /* plus */
+      case 0: on = ay <= 1; break;                                /* horizontal bar */
+      case 1: on = ax <= 1; break;                                /* vertical bar */
+      case 2: on = abs(dx - dy) <= 1; break;                      /* diagonal \ */
+      case 3: on = abs(dx + dy) <= 1; break;                      /* diagonal / */
+      case 4: on = ax == s || ay == s; break;                     /* box outline */
+      case 5: on = true; break;                                   /* filled box */
+      case 6: on = ax <= 1 || ay <= 1; break;                     /* plus */
       case 7: on = abs(dx - dy) <= 1 || abs(dx + dy) <= 1; break; /* cross */
-      case 8: on = fabs(d - s) < 1.0; break;             /* ring */
-      case 9: on = d <= s; break;                        /* disc */
+      case 8: on = fabs(d - s) < 1.0; break;                      /* ring */
+      case 9: on = d <= s; break;                                 /* disc */
       }
       if (on) plot(img, cx + dx, cy + dy);
     }
@@ -134,21 +135,28 @@ static void binadd(long rows) {
 
 enum { SEQ = 6, VOCAB = 8 };
 
-static void reverse(long rows) {
-  int tok[SEQ];
+static int compare_ints(const void *a, const void *b) {
+  return *(const int *)a - *(const int *)b;
+}
+
+/* Token sequences, then the same reversed or sorted. */
+static void sequences(long rows, bool sort) {
+  int tok[SEQ], out[SEQ];
   for (long r = 0; r < rows; r++) {
     for (int t = 0; t < SEQ; t++) {
       tok[t] = below(VOCAB);
+      out[SEQ - 1 - t] = tok[t];
       printf("%d,", tok[t]);
     }
+    if (sort) qsort(out, SEQ, sizeof out[0], compare_ints);
     for (int t = 0; t < SEQ; t++)
-      printf("%d%c", tok[SEQ - 1 - t], t == SEQ - 1 ? '\n' : ',');
+      printf("%d%c", out[t], t == SEQ - 1 ? '\n' : ',');
   }
 }
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: %s moons|shapes|sine|binadd|reverse ROWS SEED\n", argv[0]);
+    fprintf(stderr, "usage: %s moons|shapes|sine|binadd|reverse|sort ROWS SEED\n", argv[0]);
     return 2;
   }
   long rows = strtol(argv[2], NULL, 10);
@@ -162,8 +170,8 @@ int main(int argc, char **argv) {
     sine(rows);
   else if (!strcmp(kind, "binadd"))
     binadd(rows);
-  else if (!strcmp(kind, "reverse"))
-    reverse(rows);
+  else if (!strcmp(kind, "reverse") || !strcmp(kind, "sort"))
+    sequences(rows, kind[0] == 's');
   else {
     fprintf(stderr, "%s: unknown dataset '%s'\n", argv[0], kind);
     return 2;

@@ -8,22 +8,26 @@
  * order (what lang/examples/tools/nnl_data.c writes).  The program loads the
  * checkpoint, predicts every row with the compiled forward entry point, and
  * prints the metric, and with --min/--max fails (exit 1) when the value is
- * outside.  Metrics:
+ * outside, with --beat-baseline when a trivial predictor does as well.
+ * Metrics:
  *
- *   mse        mean squared error of the output against the target;
- *              also prints "baseline-last" and "baseline-mean": the error of
- *              predicting the last value of the first input (persistence)
- *              and the mean target, so a test can check the model beats them
+ *   mse        mean squared error of the output against the target; the
+ *              baselines predict the last value of the first input
+ *              (persistence) and the mean target
  *   bits       fraction of output values on the right side of 0.5 (targets
  *              0/1); also "rows", the fraction of rows entirely right
  *   classes    the output's last axis holds scores for each class and the
  *              target holds class indices (one per row of scores): the
  *              fraction whose largest score is the target's class; also
- *              "rows", the fraction of rows (samples) entirely right
+ *              "rows", the fraction of samples entirely right
  *   argmax     one-hot targets: the fraction of rows whose largest output is
  *              the target's 1
+ *
+ * The baseline of bits, classes and argmax predicts the most common target
+ * value (per position).
  */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,15 +56,38 @@ static int64_t argmax(const float *v, int64_t n) {
   return best;
 }
 
-/* The metric named `metric` of predictions against targets. */
+enum { MAX_CLASSES = 1024 };
+
+static int64_t argmax_count(const int64_t *count, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; i++)
+    if (count[i] > count[best]) best = i;
+  return best;
+}
+
+/* The most common value of column k (values are small integers). */
+static int64_t majority(const float *target, int64_t tw, int64_t k, int64_t rows) {
+  int64_t count[MAX_CLASSES] = {0};
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t v = (int64_t)target[r * tw + k];
+    if (v >= 0 && v < MAX_CLASSES) count[v]++;
+  }
+  return argmax_count(count, MAX_CLASSES);
+}
+
+/* The metric named `metric` of predictions against targets, and the same
+ * metric for trivial predictors.  *higher: whether larger values are better. */
 static int measure(const char *metric, const float *pred, int64_t pw, const float *target,
-                   int64_t tw, const DlrtField *first_input, int64_t rows, double *value) {
+                   int64_t tw, const DlrtField *first_input, int64_t rows, double *value,
+                   double *baseline, bool *higher) {
+  double n = (double)(rows * tw);
+  *higher = true;
   if (!strcmp(metric, "mse")) {
     if (pw != tw) return fail("mse needs an output as wide as the target", NULL);
     double err = 0, last = 0, mean = 0, spread = 0;
     for (int64_t i = 0; i < rows * tw; i++)
       mean += target[i];
-    mean /= (double)(rows * tw);
+    mean /= n;
     for (int64_t r = 0; r < rows; r++) {
       double prev = first_input->data[(r + 1) * first_input->width - 1];
       for (int64_t k = 0; k < tw; k++) {
@@ -70,46 +97,51 @@ static int measure(const char *metric, const float *pred, int64_t pw, const floa
         spread += (mean - t) * (mean - t);
       }
     }
-    double n = (double)(rows * tw);
-    printf("mse %.6g\nbaseline-last %.6g\nbaseline-mean %.6g\n", err / n, last / n, spread / n);
     *value = err / n;
+    *higher = false;
+    /* The better of "the last input value again" and "the mean target". */
+    *baseline = fmin(last / n, spread / n);
+    printf("mse %.6g\nbaseline-last %.6g\nbaseline-mean %.6g\n", *value, last / n, spread / n);
     return 0;
   }
-  if (!strcmp(metric, "bits")) {
-    if (pw != tw) return fail("bits needs an output as wide as the target", NULL);
-    int64_t right = 0, rows_right = 0;
+  if (!strcmp(metric, "bits") || !strcmp(metric, "classes")) {
+    bool bits = metric[0] == 'b';
+    if (bits ? pw != tw : (tw == 0 || pw % tw != 0))
+      return fail("the output's width does not fit the target's", NULL);
+    int64_t classes = bits ? 1 : pw / tw, right = 0, rows_right = 0, trivial = 0;
+    for (int64_t k = 0; k < tw; k++) {
+      int64_t common = majority(target, tw, k, rows);
+      for (int64_t r = 0; r < rows; r++)
+        trivial += (int64_t)target[r * tw + k] == common;
+    }
     for (int64_t r = 0; r < rows; r++) {
       int64_t here = 0;
-      for (int64_t k = 0; k < tw; k++)
-        here += (pred[r * pw + k] > 0.5f) == (target[r * tw + k] > 0.5f);
+      for (int64_t k = 0; k < tw; k++) {
+        int64_t guess =
+            bits ? pred[r * pw + k] > 0.5f : argmax(pred + r * pw + k * classes, classes);
+        here += guess == (int64_t)target[r * tw + k];
+      }
       right += here;
       rows_right += here == tw;
     }
-    *value = (double)right / (double)(rows * tw);
-    printf("bits %.6g\nrows %.6g\n", *value, (double)rows_right / (double)rows);
-    return 0;
-  }
-  if (!strcmp(metric, "classes")) {
-    if (tw == 0 || pw % tw != 0) return fail("classes needs the output's width to be a multiple of the target's", NULL);
-    int64_t classes = pw / tw, right = 0, rows_right = 0;
-    for (int64_t r = 0; r < rows; r++) {
-      int64_t here = 0;
-      for (int64_t k = 0; k < tw; k++)
-        here += argmax(pred + r * pw + k * classes, classes) == (int64_t)target[r * tw + k];
-      right += here;
-      rows_right += here == tw;
-    }
-    *value = (double)right / (double)(rows * tw);
-    printf("classes %.6g\nrows %.6g\n", *value, (double)rows_right / (double)rows);
+    *value = (double)right / n;
+    /* The most common target value at each position. */
+    *baseline = (double)trivial / n;
+    printf("%s %.6g\nrows %.6g\nbaseline-majority %.6g\n", metric, *value,
+           (double)rows_right / (double)rows, *baseline);
     return 0;
   }
   if (!strcmp(metric, "argmax")) {
     if (pw != tw) return fail("argmax needs an output as wide as the target", NULL);
-    int64_t right = 0;
-    for (int64_t r = 0; r < rows; r++)
-      right += argmax(pred + r * pw, pw) == argmax(target + r * tw, tw);
+    int64_t right = 0, count[MAX_CLASSES] = {0};
+    for (int64_t r = 0; r < rows; r++) {
+      int64_t want = argmax(target + r * tw, tw);
+      right += argmax(pred + r * pw, pw) == want;
+      if (want < MAX_CLASSES) count[want]++;
+    }
     *value = (double)right / (double)rows;
-    printf("argmax %.6g\n", *value);
+    *baseline = (double)count[argmax_count(count, MAX_CLASSES)] / (double)rows;
+    printf("argmax %.6g\nbaseline-majority %.6g\n", *value, *baseline);
     return 0;
   }
   return fail("unknown metric (mse, bits, classes or argmax)", NULL);
@@ -118,6 +150,7 @@ static int measure(const char *metric, const float *pred, int64_t pw, const floa
 int main(int argc, char **argv) {
   const char *load = NULL, *input = NULL, *metric = NULL;
   double lo = -INFINITY, hi = INFINITY;
+  bool beat = false;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--load") && i + 1 < argc)
       load = argv[++i];
@@ -129,9 +162,13 @@ int main(int argc, char **argv) {
       lo = strtod(argv[++i], NULL);
     else if (!strcmp(argv[i], "--max") && i + 1 < argc)
       hi = strtod(argv[++i], NULL);
+    else if (!strcmp(argv[i], "--beat-baseline"))
+      beat = true;
     else {
-      fprintf(stderr, "usage: %s --load CKPT --input CSV --metric M [--min X] [--max X]\n",
-              argv[0]);
+      fprintf(
+          stderr,
+          "usage: %s --load CKPT --input CSV --metric M [--min X] [--max X] [--beat-baseline]\n",
+          argv[0]);
       return 2;
     }
   }
@@ -180,11 +217,18 @@ int main(int argc, char **argv) {
     goto done;
   }
   const DlrtField *target = dlrt_dataset_field(&ds, tt->name);
-  double value;
-  if (measure(metric, pred, pw, target->data, target->width, &ds.fields[0], ds.nrows, &value) != 0)
+  double value, baseline;
+  bool higher;
+  if (measure(metric, pred, pw, target->data, target->width, &ds.fields[0], ds.nrows, &value,
+              &baseline, &higher) != 0)
     goto done;
   if (!(value >= lo && value <= hi)) {
     fprintf(stderr, "nnl_eval: %s %.6g is outside [%g, %g]\n", metric, value, lo, hi);
+    goto done;
+  }
+  if (beat && !(higher ? value > baseline : value < baseline)) {
+    fprintf(stderr, "nnl_eval: %s %.6g does not beat the trivial predictor's %.6g\n", metric, value,
+            baseline);
     goto done;
   }
   status = 0;
