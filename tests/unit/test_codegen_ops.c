@@ -3,6 +3,20 @@
  * codegen_harness.h. */
 #include "codegen_harness.h"
 
+/* op(x) for x of `shape` drawn from each of the ranges. */
+static void run_on_ranges(DlNodeId (*make)(DlGraph *, DlOp, DlLoc, DlNodeId), DlOp op,
+                          DlShape shape, const double (*ranges)[2], size_t nranges) {
+  for (size_t r = 0; r < nranges; r++) {
+    char what[96];
+    snprintf(what, sizeof what, "%s on [%g, %g]", dl_op_info[op].name, ranges[r][0], ranges[r][1]);
+    Case c = case_new(what);
+    DlNodeId x = dl_input(c.g, L, "x", shape, DL_ROLE_INPUT);
+    case_range(&c, x, ranges[r][0], ranges[r][1]);
+    c.g->output = make(c.g, op, L, x);
+    case_run(&c);
+  }
+}
+
 static void test_unary(void) {
   static const DlOp ops[] = {DL_OP_NEG,     DL_OP_EXP,  DL_OP_LOG,  DL_OP_SQRT, DL_OP_TANH,
                              DL_OP_SIGMOID, DL_OP_RELU, DL_OP_STEP, DL_OP_ABS,  DL_OP_SIGN};
@@ -19,19 +33,9 @@ static void test_unary(void) {
     case_run(&c);
   }
   /* Saturating functions at large |x|: +-1, 0 and 1, never NaN; tanh near 0. */
-  static const DlOp sat[] = {DL_OP_TANH, DL_OP_SIGMOID};
   static const double ranges[][2] = {{-100, 100}, {-1e4, 1e4}, {-0.2, 0.2}, {-1e-3, 1e-3}};
-  for (size_t i = 0; i < sizeof sat / sizeof sat[0]; i++)
-    for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
-      char what[64];
-      snprintf(what, sizeof what, "%s on [%g, %g]", dl_op_info[sat[i]].name, ranges[r][0],
-               ranges[r][1]);
-      Case c = case_new(what);
-      DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 16), DL_ROLE_INPUT);
-      case_range(&c, x, ranges[r][0], ranges[r][1]);
-      c.g->output = dl_unary(c.g, sat[i], L, x);
-      case_run(&c);
-    }
+  run_on_ranges(dl_unary, DL_OP_TANH, SHAPE(N, 16), ranges, 4);
+  run_on_ranges(dl_unary, DL_OP_SIGMOID, SHAPE(N, 16), ranges, 4);
   /* exp down to underflow, up to (not past) float overflow. */
   Case c = case_new("exp on [-120, 85]");
   DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 16), DL_ROLE_INPUT);
@@ -137,16 +141,7 @@ static void test_softmax(void) {
   static const DlOp ops[] = {DL_OP_SOFTMAX, DL_OP_LOG_SOFTMAX};
   static const double ranges[][2] = {{-3, 3}, {-50, 50}, {900, 1100}, {-1100, -900}};
   for (size_t i = 0; i < 2; i++)
-    for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
-      char what[96];
-      snprintf(what, sizeof what, "%s on [%g, %g]", dl_op_info[ops[i]].name, ranges[r][0],
-               ranges[r][1]);
-      Case c = case_new(what);
-      DlNodeId x = dl_input(c.g, L, "x", SHAPE(N, 10), DL_ROLE_INPUT);
-      case_range(&c, x, ranges[r][0], ranges[r][1]);
-      c.g->output = dl_softmax(c.g, ops[i], L, x);
-      case_run(&c);
-    }
+    run_on_ranges(dl_softmax, ops[i], SHAPE(N, 10), ranges, 4);
   for (size_t i = 0; i < 2; i++) {
     Case c = case_new(i ? "log_softmax rank 3" : "softmax rank 3");
     DlNodeId x = dl_input(c.g, L, "x", SHAPE(2, N, 7), DL_ROLE_INPUT);
