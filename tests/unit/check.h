@@ -4,6 +4,7 @@
 #define DLCC_TEST_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int check_failures __attribute__((unused));
@@ -25,5 +26,16 @@ static int check_failures __attribute__((unused));
       check_failures++;                                                                            \
     }                                                                                              \
   } while (0)
+
+/* A fresh scratch directory under $TMPDIR (or /tmp), named prefix_XXXXXX.
+ * A test cannot go on without one, so failure ends the test. */
+static inline void check_temp_dir(char *dir, size_t size, const char *prefix) {
+  const char *base = getenv("TMPDIR");
+  snprintf(dir, size, "%s/%s_XXXXXX", base && base[0] ? base : "/tmp", prefix);
+  if (!mkdtemp(dir)) {
+    perror("mkdtemp");
+    exit(2);
+  }
+}
 
 #endif

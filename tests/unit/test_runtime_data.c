@@ -19,12 +19,7 @@ typedef struct TempDir {
 } TempDir;
 
 static void temp_dir(TempDir *d) {
-  const char *base = getenv("TMPDIR");
-  snprintf(d->path, sizeof d->path, "%s/dlrt_csv_XXXXXX", base && base[0] ? base : "/tmp");
-  if (!mkdtemp(d->path)) {
-    perror("mkdtemp");
-    exit(2);
-  }
+  check_temp_dir(d->path, sizeof d->path, "dlrt_csv");
 }
 
 /* Write `text` to dir/name; the full path goes to `path`. */

@@ -17,12 +17,7 @@
 /* ---- files ---- */
 
 static void make_temp_dir(char *dir, size_t size) {
-  const char *base = getenv("TMPDIR");
-  snprintf(dir, size, "%s/dlrt_st_XXXXXX", base && base[0] ? base : "/tmp");
-  if (!mkdtemp(dir)) {
-    perror("mkdtemp");
-    exit(2);
-  }
+  check_temp_dir(dir, size, "dlrt_st");
 }
 
 static void remove_tree(const char *dir) {

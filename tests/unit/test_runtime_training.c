@@ -237,8 +237,8 @@ static int test_checkpoint_state(const char *dir) {
 }
 
 int main(void) {
-  char dir[] = "/tmp/dlcc-training-XXXXXX";
-  if (!mkdtemp(dir)) return 1;
+  char dir[256];
+  check_temp_dir(dir, sizeof dir, "dlcc_training");
   int check_failures =
       test_schedules() + test_split_and_labels() + test_idx(dir) + test_checkpoint_state(dir);
   rmdir(dir);
