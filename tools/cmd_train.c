@@ -616,6 +616,8 @@ int cmd_run(int argc, char **argv) {
   }
   int64_t batch = session_batch(&s, &o);
   if (has_inputs && batch > ds.nrows) batch = ds.nrows;
+  /* Running needs the forward entry alone: skip compiling the backward pass. */
+  o.forward_only = true;
   if (!session_plan(&s, &o, batch) || !session_jit(&s, &o)) goto done;
   DlrtError err = {{0}};
   ctx = dlrt_context_new(s.rt, session_seed(&s, &o), &err);

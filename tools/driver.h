@@ -49,6 +49,7 @@ typedef struct DriverOptions {
   bool stats;        /* compile --stats */
   bool infer;        /* bench --infer */
   bool no_simplify;  /* plan the graph as autodiff left it (emit ir-grad) */
+  bool forward_only; /* no autodiff or optimizer: only the forward entry (run) */
   int64_t steps;     /* bench --steps, -1: default */
   int64_t threads;   /* --threads (train, run, bench), -1: one per core */
   const char *stage; /* emit dot --stage ir|grad|opt */

@@ -60,7 +60,7 @@ bool session_plan(Session *s, const DriverOptions *o, int64_t max_batch) {
   bool has_params = false;
   for (int i = 0; i < g->nnodes; i++)
     has_params |= g->nodes[i].op == DL_OP_PARAM;
-  if (g->loss != DL_NONE && has_params) {
+  if (g->loss != DL_NONE && has_params && !o->forward_only) {
     DlOptimizer opt;
     if (!session_optimizer(s, o, &opt)) return false;
     if (!dl_autodiff(g) || !dl_append_optimizer(g, &opt)) {
