@@ -5,6 +5,7 @@
  *                 and matmul kernels, and the per-op generators
  *   cg_module.c   target machines, the module with its entry functions and
  *                 DlrtProgram table, the O3 pipeline, IR/asm/object/PTX/header
+ *   cg_parallel.c the module cut into parts compiled on several threads
  *   cg_jit.c      the ORC LLJIT
  */
 #ifndef DL_CG_INTERNAL_H
@@ -95,6 +96,7 @@ typedef struct CgOptions {
   DlTargetKind target;
   bool grid_kernels; /* CPU only: emit the GPU's kernels (see cg_testing.h) */
   int opt_level;
+  int compile_threads; /* JIT: threads for LLVM (0: one per core) */
   const char *gpu_arch;
   const char *prefix;
 } CgOptions;
@@ -126,10 +128,25 @@ bool cg_options(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *o
 bool cg_target_machine(DlCompiler *cc, const CgOptions *o, CgTarget *t);
 /* The named tensors of the program, in table order (arena memory). */
 int cg_tensors(DlCompiler *cc, const DlProgram *prog, CgTensor **out);
-/* The verified, optimised module for o->target in ctx, or NULL (diagnostic
- * recorded). */
+/* The verified module for o->target in ctx, not yet optimised, or NULL
+ * (diagnostic recorded). */
 LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOptions *o,
                               const CgTarget *t, LLVMContextRef ctx);
+/* Run the O<level> pipeline on mod.  Returns NULL, or LLVM's error message
+ * (malloc'd).  Touches nothing but mod and tm: threads may run it on modules
+ * of different contexts at once. */
+char *cg_optimise(LLVMModuleRef mod, LLVMTargetMachineRef tm, int level);
+
+/* ---- cg_parallel.c ---- */
+
+#define CG_PARALLEL_MAX_THREADS 8
+/* Optimise mod (built in a context of its own for the JIT) and compile it
+ * to object files, cut into parts compiled on up to `threads` threads (0:
+ * one per core).  mod is cut down to part 0 in place and stays the
+ * caller's to dispose.  Returns the number of objects in objects[] (the
+ * caller's to dispose), or 0 (diagnostic recorded). */
+int cg_compile_parallel(DlCompiler *cc, LLVMModuleRef mod, const CgOptions *o, int threads,
+                        LLVMMemoryBufferRef objects[CG_PARALLEL_MAX_THREADS]);
 void cg_report_llvm_error(DlCompiler *cc, LLVMErrorRef err, const char *what);
 
 #endif

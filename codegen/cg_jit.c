@@ -1,11 +1,13 @@
 /* cg_jit.c - in-process compilation with ORC LLJIT.
  *
- * The module is built and optimised exactly as for an object file (host CPU,
- * O3), handed to an LLJIT whose main JITDylib also sees the symbols of the
- * process (expf, logf, powf ... that LLVM's math intrinsics lower to) and the
- * runtime's dlrt_parallel_for (which an object file gets from libdlrt.a), and
- * the "<prefix>_program" table is looked up: from then on the program is
- * ordinary data and function pointers, as it would be after linking.
+ * The module is built exactly as for an object file (host CPU, O3), then
+ * optimised and compiled to object files on several threads (cg_parallel.c),
+ * which are handed to an LLJIT whose main JITDylib also sees the symbols of
+ * the process (expf, logf, powf ... that LLVM's math intrinsics lower to) and
+ * the runtime's dlrt_parallel_for (which an object file gets from
+ * libdlrt.a).  The JIT only links; looking up the "<prefix>_program" table
+ * finishes that, and from then on the program is ordinary data and function
+ * pointers, as it would be after linking.
  */
 #include "cg_internal.h"
 #include "cg_testing.h"
@@ -17,12 +19,18 @@
 
 struct DlJit {
   LLVMOrcLLJITRef lljit;
+  int parts;
 };
 
 static bool jit_failed(DlCompiler *cc, LLVMErrorRef err, const char *what) {
   if (!err) return false;
   cg_report_llvm_error(cc, err, what);
   return true;
+}
+
+static void dispose_objects(LLVMMemoryBufferRef *objects, int from, int to) {
+  for (int i = from; i < to; i++)
+    LLVMDisposeMemoryBuffer(objects[i]);
 }
 
 static DlJit *jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts,
@@ -38,28 +46,26 @@ static DlJit *jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegen
   o.grid_kernels = grid_kernels;
   if (!cg_target_machine(cc, &o, &t)) return NULL;
 
-  /* The module must live in the context the JIT will own. */
-  LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-  LLVMModuleRef mod = cg_build_module(cc, prog, &o, &t, LLVMOrcThreadSafeContextGetContext(tsc));
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = cg_build_module(cc, prog, &o, &t, ctx);
   LLVMDisposeTargetMachine(t.tm);
-  if (!mod) {
-    LLVMOrcDisposeThreadSafeContext(tsc);
-    return NULL;
-  }
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
-  LLVMOrcDisposeThreadSafeContext(tsc); /* the module keeps its context alive */
+  LLVMMemoryBufferRef objects[CG_PARALLEL_MAX_THREADS] = {NULL};
+  int nobjects = mod ? cg_compile_parallel(cc, mod, &o, o.compile_threads, objects) : 0;
+  if (mod) LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+  if (nobjects == 0) return NULL;
 
   LLVMOrcJITTargetMachineBuilderRef jtmb = NULL;
   if (jit_failed(cc, LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb),
                  "cannot set up the JIT for the host")) {
-    LLVMOrcDisposeThreadSafeModule(tsm);
+    dispose_objects(objects, 0, nobjects);
     return NULL;
   }
   LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb);
   LLVMOrcLLJITRef lljit = NULL;
   if (jit_failed(cc, LLVMOrcCreateLLJIT(&lljit, builder), "cannot create the JIT")) {
-    LLVMOrcDisposeThreadSafeModule(tsm);
+    dispose_objects(objects, 0, nobjects);
     return NULL;
   }
   LLVMOrcJITDylibRef main_dylib = LLVMOrcLLJITGetMainJITDylib(lljit);
@@ -68,7 +74,7 @@ static DlJit *jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegen
                  LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
                      &process_syms, LLVMOrcLLJITGetGlobalPrefix(lljit), NULL, NULL),
                  "cannot make the process's symbols visible to the JIT")) {
-    LLVMOrcDisposeThreadSafeModule(tsm);
+    dispose_objects(objects, 0, nobjects);
     LLVMOrcDisposeLLJIT(lljit);
     return NULL;
   }
@@ -81,15 +87,18 @@ static DlJit *jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegen
        {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable, 0}}};
   if (jit_failed(cc, LLVMOrcJITDylibDefine(main_dylib, LLVMOrcAbsoluteSymbols(&runtime_sym, 1)),
                  "cannot give the JIT the runtime's symbols")) {
-    LLVMOrcDisposeThreadSafeModule(tsm);
+    dispose_objects(objects, 0, nobjects);
     LLVMOrcDisposeLLJIT(lljit);
     return NULL;
   }
-  /* Ownership of tsm passes to the JIT even when this fails. */
-  if (jit_failed(cc, LLVMOrcLLJITAddLLVMIRModule(lljit, main_dylib, tsm),
-                 "the JIT rejected the module")) {
-    LLVMOrcDisposeLLJIT(lljit);
-    return NULL;
+  /* Ownership of each object passes to the JIT even when adding fails. */
+  for (int i = 0; i < nobjects; i++) {
+    if (jit_failed(cc, LLVMOrcLLJITAddObjectFile(lljit, main_dylib, objects[i]),
+                   "the JIT rejected the compiled code")) {
+      dispose_objects(objects, i + 1, nobjects);
+      LLVMOrcDisposeLLJIT(lljit);
+      return NULL;
+    }
   }
   const char *name = dl_arena_printf(cc->arena, "%s_program", o.prefix);
   LLVMOrcExecutorAddress addr = 0;
@@ -104,6 +113,7 @@ static DlJit *jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegen
     return NULL;
   }
   jit->lljit = lljit;
+  jit->parts = nobjects;
   *program = (const DlrtProgram *)(uintptr_t)addr;
   return jit;
 }
@@ -116,6 +126,10 @@ DlJit *dl_jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegenOpti
 DlJit *cg_jit_compile_grid_kernels(DlCompiler *cc, const DlProgram *prog,
                                    const DlCodegenOptions *opts, const DlrtProgram **program) {
   return jit_compile(cc, prog, opts, true, program);
+}
+
+int dl_jit_parts(const DlJit *jit) {
+  return jit ? jit->parts : 0;
 }
 
 void dl_jit_free(DlJit *jit) {

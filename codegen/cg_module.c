@@ -38,9 +38,15 @@ bool cg_options(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *o
   *out = (CgOptions){.target = target, .opt_level = 3, .gpu_arch = "sm_80"};
   if (opts) {
     out->opt_level = opts->opt_level;
+    out->compile_threads = opts->compile_threads;
     if (opts->gpu_arch && opts->gpu_arch[0]) out->gpu_arch = opts->gpu_arch;
   }
   out->prefix = cg_prefix(cc, prog, opts);
+  if (out->compile_threads < 0) {
+    dl_error(cc, DL_NOLOC, "compile threads must be 0 (one per core) or more, not %d",
+             out->compile_threads);
+    return false;
+  }
   if (out->opt_level < 0 || out->opt_level > 3) {
     dl_error(cc, DL_NOLOC, "optimisation level must be 0 to 3, not %d", out->opt_level);
     return false;
@@ -444,8 +450,8 @@ static bool verify_module(DlCompiler *cc, LLVMModuleRef mod) {
   return true;
 }
 
-static bool optimise(DlCompiler *cc, LLVMModuleRef mod, LLVMTargetMachineRef tm, int level) {
-  if (level == 0) return true;
+char *cg_optimise(LLVMModuleRef mod, LLVMTargetMachineRef tm, int level) {
+  if (level == 0) return NULL;
   LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
   LLVMPassBuilderOptionsSetLoopVectorization(po, level >= 2);
   LLVMPassBuilderOptionsSetSLPVectorization(po, level >= 2);
@@ -455,11 +461,11 @@ static bool optimise(DlCompiler *cc, LLVMModuleRef mod, LLVMTargetMachineRef tm,
   snprintf(pipeline, sizeof pipeline, "default<O%d>", level);
   LLVMErrorRef err = LLVMRunPasses(mod, pipeline, tm, po);
   LLVMDisposePassBuilderOptions(po);
-  if (err) {
-    cg_report_llvm_error(cc, err, "internal error: LLVM optimisation failed");
-    return false;
-  }
-  return true;
+  if (!err) return NULL;
+  char *msg = LLVMGetErrorMessage(err);
+  char *copy = strdup(msg);
+  LLVMDisposeErrorMessage(msg);
+  return copy;
 }
 
 /* The most work (cg_kernel_work, summed over a function's calls) for which
@@ -571,7 +577,7 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
   }
   free(same);
   LLVMDisposeBuilder(cg.b);
-  ok = ok && verify_module(cc, cg.mod) && optimise(cc, cg.mod, t->tm, o->opt_level);
+  ok = ok && verify_module(cc, cg.mod);
   if (!ok) {
     LLVMDisposeModule(cg.mod);
     return NULL;
@@ -593,7 +599,10 @@ static bool with_module(DlCompiler *cc, const DlProgram *prog, const DlCodegenOp
     return false;
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef mod = cg_build_module(cc, prog, &o, &t, ctx);
-  bool ok = mod && use(cc, mod, &t, user);
+  char *failed = mod ? cg_optimise(mod, t.tm, o.opt_level) : NULL;
+  if (failed) dl_error(cc, DL_NOLOC, "internal error: LLVM optimisation failed: %s", failed);
+  bool ok = mod && !failed && use(cc, mod, &t, user);
+  free(failed);
   if (mod) LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
   LLVMDisposeTargetMachine(t.tm);

@@ -10,7 +10,8 @@
  * are split over the pool's threads with dlrt_parallel_for.
  *
  * CPU code is optimised with the new pass manager at O3 for the host CPU and
- * either JIT-compiled in process (ORC LLJIT) or written as an ELF object.
+ * either JIT-compiled in process (ORC LLJIT; the module cut into parts
+ * compiled on several threads, cg_parallel.c) or written as an ELF object.
  * The same kernels are emitted for nvptx64-nvidia-cuda as PTX: one .entry per
  * kernel, each thread computing output elements in a grid-stride loop.
  */
@@ -27,6 +28,7 @@ typedef struct DlCodegenOptions {
   const char *gpu_arch; /* "sm_80" (default) or "sm_90", NVPTX only */
   int opt_level;        /* 0..3, default 3 */
   const char *prefix;   /* symbol prefix, default: the model name */
+  int compile_threads;  /* JIT: threads LLVM optimises and compiles on, 0: one per core */
 } DlCodegenOptions;
 
 /* Textual outputs, allocated in cc's arena.  NULL on failure (diagnostic
@@ -49,5 +51,8 @@ typedef struct DlJit DlJit;
 DlJit *dl_jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts,
                       const DlrtProgram **program);
 void dl_jit_free(DlJit *jit);
+/* The number of parts the module was compiled in, one thread each (1 for a
+ * small module or one compile thread). */
+int dl_jit_parts(const DlJit *jit);
 
 #endif

@@ -82,7 +82,11 @@ bool session_plan(Session *s, const DriverOptions *o, int64_t max_batch) {
 }
 
 bool session_jit(Session *s, const DriverOptions *o) {
-  DlCodegenOptions co = {.target = DL_TARGET_CPU, .opt_level = o->opt_level, .prefix = o->prefix};
+  /* --threads also bounds the threads LLVM compiles on. */
+  DlCodegenOptions co = {.target = DL_TARGET_CPU,
+                         .opt_level = o->opt_level,
+                         .prefix = o->prefix,
+                         .compile_threads = o->threads > 0 ? (int)o->threads : 0};
   s->jit = dl_jit_compile(s->cc, s->prog, &co, &s->rt);
   if (!s->jit || dl_failed(s->cc)) {
     driver_report(s);

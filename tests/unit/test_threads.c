@@ -10,6 +10,8 @@
  * any tile; an elementwise update; convolutions by samples) run from the
  * same starting memory on 1, 2, 3 and 5 threads: the whole arena afterwards
  * must be identical bit for bit, and close to the reference interpreter.
+ * So must the same steps of the module compiled by LLVM on one thread and
+ * cut into three parts compiled on three (codegen/cg_parallel.c).
  */
 #include "../../codegen/codegen.h"
 #include "check.h"
@@ -141,6 +143,34 @@ static void check_same_bits(DlCompiler *cc, DlGraph *g, int64_t n, DlNodeId w,
       fprintf(stderr, "%s, %d threads: %lld of %lld floats differ from one thread's\n", g->name,
               threads[i], (long long)differ, (long long)rp->mem_floats);
     CHECK(differ == 0);
+  }
+
+  /* LLVM on one thread and on three (the module cut into three parts
+   * compiled at once): the same code, so the same bits. */
+  for (int compile_threads = 1; compile_threads <= 3; compile_threads += 2) {
+    DlCodegenOptions co = {.opt_level = 3, .compile_threads = compile_threads};
+    const DlrtProgram *rp_cut = NULL;
+    DlJit *cut = dl_jit_compile(cc, prog, &co, &rp_cut);
+    CHECK(cut != NULL && dl_jit_parts(cut) == compile_threads);
+    DlrtContext *cut_ctx = cut ? dlrt_context_new(rp_cut, 7, &err) : NULL;
+    CHECK(cut == NULL || cut_ctx != NULL);
+    if (!cut_ctx) {
+      dl_jit_free(cut);
+      continue;
+    }
+    CHECK(rp_cut->mem_floats == rp->mem_floats);
+    memcpy(cut_ctx->mem, start, bytes);
+    for (int step = 0; step < 3; step++)
+      CHECK(dlrt_run_train_step(cut_ctx, n, &err) == 0);
+    int64_t differ = 0;
+    for (int64_t e = 0; e < rp->mem_floats; e++)
+      differ += memcmp(&want[e], &cut_ctx->mem[e], sizeof(float)) != 0;
+    if (differ)
+      fprintf(stderr, "%s, compiled on %d threads: %lld of %lld floats differ\n", g->name,
+              compile_threads, (long long)differ, (long long)rp->mem_floats);
+    CHECK(differ == 0);
+    dlrt_context_free(cut_ctx);
+    dl_jit_free(cut);
   }
 
   /* One step against the interpreter, so the bits compared are right. */
