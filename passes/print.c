@@ -75,7 +75,8 @@ void dl_graph_print_dot(const DlGraph *g, const DlProgram *p, FILE *out) {
     const DlKernel *kern = &p->kernels[k];
     if (kern->nnodes < 2) continue;
     /* A side reduction is in its kernel's cluster, bold as it is stored. */
-    fprintf(out, "  subgraph cluster_k%d {\n    label=\"k%d %s", k, k, dl_kernel_kind_names[kern->kind]);
+    fprintf(out, "  subgraph cluster_k%d {\n    label=\"k%d %s", k, k,
+            dl_kernel_kind_names[kern->kind]);
     if (kern->side != DL_NONE) fprintf(out, " + %s", dl_op_info[g->nodes[kern->side].op].name);
     fprintf(out, "\";\n    style=rounded;\n");
     for (int i = 0; i < kern->nnodes; i++)

@@ -382,8 +382,8 @@ static void test_side_reductions(void) {
   } cases[] = {
       {"relu(x @ W + b), column sum", SHAPE(N, 37), SHAPE(37, 19), false, DL_OP_RELU, DL_OP_SUM, 1,
        true},
-      {"tanh(x^T @ W + b), column mean", SHAPE(37, N), SHAPE(37, 19), true, DL_OP_TANH,
-       DL_OP_MEAN, 1, false},
+      {"tanh(x^T @ W + b), column mean", SHAPE(37, N), SHAPE(37, 19), true, DL_OP_TANH, DL_OP_MEAN,
+       1, false},
       {"small x @ W + b, column sum", SHAPE(N, 5), SHAPE(5, 3), false, DL_OP_INPUT, DL_OP_SUM, 1,
        false},
       {"x @ W alone, column sum", SHAPE(N, 37), SHAPE(37, 19), false, DL_OP_INPUT, DL_OP_SUM, 1,
@@ -394,8 +394,14 @@ static void test_side_reductions(void) {
        DL_OP_RELU, DL_OP_SUM, 1, true},
       {"map exp(x) * b, column sum", SHAPE(N, 37), {0}, false, DL_OP_EXP, DL_OP_SUM, 1, false},
       {"map exp(x) * b, mean of all", SHAPE(N, 37), {0}, false, DL_OP_EXP, DL_OP_MEAN, 0, false},
-      {"map exp(x) * b split between threads, column sum", SHAPE(N, 4099), {0}, false, DL_OP_EXP,
-       DL_OP_SUM, 1, true},
+      {"map exp(x) * b split between threads, column sum",
+       SHAPE(N, 4099),
+       {0},
+       false,
+       DL_OP_EXP,
+       DL_OP_SUM,
+       1,
+       true},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char what[128];
@@ -411,7 +417,8 @@ static void test_side_reductions(void) {
       DlNodeId w = dl_input(g, L, "w", cases[i].w, DL_ROLE_INPUT);
       r = dl_matmul(g, L, x, w, cases[i].ta, false);
       if (i != 3) r = dl_binary(g, DL_OP_ADD, L, r, bias);
-      if (cases[i].act != DL_OP_INPUT) /* (none) */ r = dl_unary(g, cases[i].act, L, r);
+      if (cases[i].act != DL_OP_INPUT) /* (none) */
+        r = dl_unary(g, cases[i].act, L, r);
     } else {
       r = dl_binary(g, DL_OP_MUL, L, dl_unary(g, cases[i].act, L, x), bias);
       case_range(&c, x, -1.0, 1.0);
