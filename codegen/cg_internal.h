@@ -46,9 +46,11 @@ typedef struct Cg {
 } Cg;
 
 /* The buffers passed to kernel k after its output (the root's buffer), in
- * parameter order: the distinct buffers of its operands, less the output's
- * own (an ASSIGN's kernel reads its parameter through the output pointer)
- * and the uniform constants folded into the code.  Returns their number. */
+ * parameter order: its side reduction's buffer, if it has one (written, the
+ * others are read), then the distinct buffers of its operands, less the
+ * output's own (an ASSIGN's kernel reads its parameter through the output
+ * pointer) and the uniform constants folded into the code.  Returns their
+ * number. */
 int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPERANDS]);
 /* Kernel k's work by the measure of the plain-loop rule (cg_module.c). */
 int64_t cg_kernel_work(const DlProgram *p, int k);

@@ -1,8 +1,11 @@
 /* cg_kernels.c - one LLVM function per kernel node: the per-op code generators.
  *
  * Every kernel has the signature
- *     void k(float *noalias out, const float *noalias in0[, in1, in2], i64 n)
- * where n is the runtime batch size (the value of every N dimension).
+ *     void k(float *noalias out[, float *noalias side], const float *noalias in0, ...,
+ *            i64 n[, DlrtPool *pool])
+ * where n is the runtime batch size (the value of every N dimension) and
+ * side the buffer of the kernel's side reduction (DlKernel.side), when it
+ * has one.
  *
  * CPU kernels are loop nests over plain buffers, written so that LLVM's O3
  * pipeline can vectorise them: the innermost loop runs over the contiguous
@@ -31,7 +34,7 @@
 /* Operands of an iteration space: the output and the inputs, or (emit_points)
  * the output and one index per axis. */
 #define CG_MAX_OPS                                                                                 \
-  (3 + DL_KERNEL_MAX_OPERANDS > 1 + DL_MAX_RANK ? 3 + DL_KERNEL_MAX_OPERANDS : 1 + DL_MAX_RANK)
+  (4 + DL_KERNEL_MAX_OPERANDS > 1 + DL_MAX_RANK ? 4 + DL_KERNEL_MAX_OPERANDS : 1 + DL_MAX_RANK)
 
 /* ---- symbolic sizes ------------------------------------------------------ */
 
@@ -104,6 +107,7 @@ typedef struct CgFn {
   LLVMValueRef n;    /* i64 batch size */
   LLVMValueRef pool; /* CPU: the runtime's thread pool (may be null), else NULL */
   LLVMValueRef out;  /* float*: the root's buffer */
+  LLVMValueRef side; /* float*: the side reduction's buffer, or NULL */
   /* Op kernels: the root's inputs, in input order. */
   LLVMValueRef in[DL_MAX_INPUTS];
   const DlShape *in_shape[DL_MAX_INPUTS];
@@ -117,7 +121,7 @@ typedef struct CgFn {
   bool op_ew[DL_KERNEL_MAX_OPERANDS];   /* read elementwise by a node of the kernel */
   int op_param[DL_KERNEL_MAX_OPERANDS]; /* its buffer's parameter (0: out), or -1 */
   bool plain; /* small: loops are neither unrolled nor vectorised (see kernel_begin) */
-  int nbufs;  /* buffer parameters: out and the inputs */
+  int nbufs;  /* buffer parameters: out, side and the inputs */
   LLVMValueRef buf[1 + DL_KERNEL_MAX_OPERANDS];
 } CgFn;
 
@@ -683,14 +687,37 @@ static LLVMValueRef fused_root_value(CgFn *f, Fused *fu) {
 typedef struct MapCtx {
   Fused fu;
   DlNodeId anchor; /* MATMUL epilogue: the matmul, whose value is already in out */
+  /* The side reduction: each value the kernel stores is added into it,
+   * through the nest operand side_op (CPU) or the slot side_acc (GPU, one
+   * thread per column); side_op -1 and side_acc NULL: none here. */
+  int side_op;
+  LLVMValueRef side_acc;
 } MapCtx;
+
+static MapCtx map_ctx(DlNodeId anchor) {
+  return (MapCtx){.anchor = anchor, .side_op = -1};
+}
+
+/* Add v, the root's value at a point, into the side reduction: in the order
+ * the points come, which is the order a reduction kernel would add them in
+ * (acc + v, from 0, over the leading axes in order). */
+static void side_add(CgFn *f, MapCtx *m, LLVMValueRef v, LLVMValueRef *off) {
+  if (m->side_acc) {
+    slot_set(f, m->side_acc, f_add(f, slot_get(f, m->side_acc), v));
+  } else if (m->side_op >= 0) {
+    LLVMValueRef at = off[m->side_op];
+    store_f32(f, f_add(f, load_f32(f, f->side, at), v), f->side, at);
+  }
+}
 
 static void map_body(CgFn *f, LLVMValueRef *off, void *user) {
   MapCtx *m = user;
   fused_point(&m->fu, off);
   if (m->anchor != DL_NONE)
     m->fu.memo[node_index(f->kern, m->anchor)] = load_f32(f, f->out, off[0]);
-  store_f32(f, fused_root_value(f, &m->fu), f->out, off[0]);
+  LLVMValueRef v = fused_root_value(f, &m->fu);
+  if (f->id != m->anchor) store_f32(f, v, f->out, off[0]); /* (a matmul's own value is there) */
+  side_add(f, m, v, off);
 }
 
 /* The nest of a map over the root's shape: out and the operands. */
@@ -701,6 +728,139 @@ static bool map_nest(CgFn *f, MapCtx *m, CgNest *nest) {
     nest->dim[d] = sym_dim(s->d[d]);
   contiguous_strides(s, nest->stride[0]);
   return fused_operands(f, &m->fu, s, nest, 1);
+}
+
+/* ---- side reductions ------------------------------------------------------------
+ *
+ * A map or matmul kernel with a side reduction (DlKernel.side, see
+ * passes/fuse.c) sums, or averages, its root over the root's leading axes
+ * while it stores the root.  On the CPU the side buffer is zeroed, each
+ * stored value is added into it at its column as the loops run over the
+ * leading axes in order, on one thread (a matmul's epilogue runs on the
+ * calling thread after the GEMM, whatever threads shared the product; a map
+ * large enough to be shared between threads sums its stored root
+ * afterwards instead), so the additions come in the order of the reduction
+ * kernel they replace: the same bits, for any number of threads.  GPU-style
+ * kernels run one thread per column of the side buffer, each looping over
+ * the leading axes: the column's sum is that thread's running sum, with no
+ * atomics and no barrier (fewer threads than one per element, correctness
+ * first like every kernel here). */
+
+/* How many leading axes of the root the side reduction reduces. */
+static int side_axes(const CgFn *f) {
+  uint32_t axes = dl_node(f->cg->g, f->kern->side)->attr.reduce.axes;
+  int n = 0;
+  for (; axes & 1u; axes >>= 1)
+    n++;
+  return n ? n : f->node->shape.rank; /* 0: every axis */
+}
+
+/* A MEAN's divisor (the reduced elements, as float), or NULL for a SUM. */
+static LLVMValueRef side_count(CgFn *f) {
+  if (dl_node(f->cg->g, f->kern->side)->op != DL_OP_MEAN) return NULL;
+  CgSym count = sym_const(1);
+  for (int d = 0; d < side_axes(f); d++)
+    count = sym_mul(count, sym_dim(f->node->shape.d[d]));
+  return LLVMBuildSIToFP(f->cg->b, sym_value(f, count), f->cg->t_f32, "");
+}
+
+/* The side buffer as an operand of a nest over the root's shape: stride 0
+ * along the reduced leading axes, row-major over the others. */
+static void side_operand(CgFn *f, MapCtx *m, CgNest *nest) {
+  const DlShape *s = &f->node->shape;
+  int nred = side_axes(f);
+  CgSym acc = sym_const(1);
+  m->side_op = nest->nops++;
+  for (int d = s->rank - 1; d >= 0; d--) {
+    nest->stride[m->side_op][d] = d < nred ? sym_const(0) : acc;
+    if (d >= nred) acc = sym_mul(acc, sym_dim(s->d[d]));
+  }
+}
+
+static void side_zero_body(CgFn *f, LLVMValueRef *off, void *user) {
+  (void)user;
+  store_f32(f, f32c(f->cg, 0.0), f->side, off[0]);
+}
+
+static void side_divide_body(CgFn *f, LLVMValueRef *off, void *user) {
+  LLVMValueRef count = *(LLVMValueRef *)user;
+  store_f32(f, f_div(f, load_f32(f, f->side, off[0]), count), f->side, off[0]);
+}
+
+/* CPU: zero the side buffer, run the loops of nest (whose body adds into
+ * it; nest has its side operand), then divide for a MEAN. */
+static void side_loops(CgFn *f, const CgNest *nest, CgBody body, void *user) {
+  CgSym numel = shape_numel(&dl_node(f->cg->g, f->kern->side)->shape);
+  CgNest flat = {.rank = 1, .nops = 1, .dim = {numel}, .stride = {{sym_const(1)}}};
+  emit_loops(f, &flat, side_zero_body, NULL);
+  emit_loops(f, nest, body, user);
+  LLVMValueRef count = side_count(f);
+  if (count) emit_loops(f, &flat, side_divide_body, &count);
+}
+
+/* GPU: one thread per column. */
+typedef struct ColumnCtx {
+  CgNest rows; /* the reduced leading axes, with every nest operand's strides */
+  CgBody body;
+  void *user;
+  MapCtx *m;
+  LLVMValueRef count;
+} ColumnCtx;
+
+static void column_body(CgFn *f, LLVMValueRef *off, void *user) {
+  ColumnCtx *c = user;
+  slot_set(f, c->m->side_acc, f32c(f->cg, 0.0));
+  nest_level(f, &c->rows, 0, off, c->body, c->user, NULL);
+  LLVMValueRef v = slot_get(f, c->m->side_acc);
+  if (c->count) v = f_div(f, v, c->count);
+  store_f32(f, v, f->side, off[c->m->side_op]);
+}
+
+/* The points of nest (over the root's shape), each given to body, and the
+ * side reduction of the values body stores, m being body's MapCtx (or the
+ * one its epilogue uses). */
+static void emit_with_side(CgFn *f, CgNest *nest, CgBody body, void *user, MapCtx *m) {
+  if (!f->side) {
+    emit_space(f, nest, body, user);
+    return;
+  }
+  side_operand(f, m, nest);
+  if (!on_gpu(f)) {
+    side_loops(f, nest, body, user);
+    return;
+  }
+  int nred = side_axes(f);
+  ColumnCtx c = {.rows = {.rank = nred, .nops = nest->nops},
+                 .body = body,
+                 .user = user,
+                 .m = m,
+                 .count = side_count(f)};
+  CgNest kept = {.rank = nest->rank - nred, .nops = nest->nops};
+  for (int d = 0; d < nest->rank; d++) {
+    CgNest *to = d < nred ? &c.rows : &kept;
+    int at = d < nred ? d : d - nred;
+    to->dim[at] = nest->dim[d];
+    for (int op = 0; op < nest->nops; op++)
+      to->stride[op][at] = nest->stride[op][d];
+  }
+  m->side_acc = scalar_slot(f, "side");
+  emit_grid(f, &kept, column_body, &c);
+}
+
+/* A shared map's side reduction, from its stored root (on this thread). */
+static void side_from_out_body(CgFn *f, LLVMValueRef *off, void *user) {
+  side_add(f, user, load_f32(f, f->out, off[0]), off);
+}
+
+static void side_after_parallel_map(CgFn *f) {
+  MapCtx m = map_ctx(DL_NONE);
+  const DlShape *s = &f->node->shape;
+  CgNest nest = {.rank = s->rank, .nops = 1};
+  for (int d = 0; d < s->rank; d++)
+    nest.dim[d] = sym_dim(s->d[d]);
+  contiguous_strides(s, nest.stride[0]);
+  side_operand(f, &m, &nest);
+  side_loops(f, &nest, side_from_out_body, &m);
 }
 
 /* ---- elementwise kernels on several threads ------------------------------------
@@ -761,6 +921,7 @@ static void begin_part(CgFn *f, CgFn *part, LLVMValueRef *range) {
   for (int i = 0; i < f->nbufs; i++)
     part->buf[i] = LLVMGetParam(fn, (unsigned)i);
   part->out = part->buf[0];
+  part->side = f->side ? part->buf[1] : NULL;
   part->n = LLVMGetParam(fn, (unsigned)f->nbufs);
   part->pool = NULL;
   range[0] = LLVMGetParam(fn, (unsigned)f->nbufs + 1);
@@ -858,18 +1019,19 @@ static bool emit_map_parallel(CgFn *f, MapCtx *m) {
   LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
   part_dispatch(f, part.fn, sym_value(f, nest.dim[0]), sym_value(f, shape_numel(&f->node->shape)),
                 CG_MAP_RANGES_PER_THREAD);
+  if (f->side) side_after_parallel_map(f);
   return true;
 }
 
 static bool emit_map(CgFn *f) {
-  MapCtx m = {.anchor = DL_NONE};
+  MapCtx m = map_ctx(DL_NONE);
   if (!on_gpu(f) && f->pool &&
       sym_at(shape_numel(&f->node->shape), f->cg->prog->max_batch) >= CG_MAP_PARALLEL_ELEMS)
     return emit_map_parallel(f, &m);
   fused_scales(f, &m.fu);
   CgNest nest;
   if (!map_nest(f, &m, &nest)) return false;
-  emit_space(f, &nest, map_body, &m);
+  emit_with_side(f, &nest, map_body, &m, &m);
   return true;
 }
 
@@ -946,7 +1108,9 @@ static void matmul_gpu_body(CgFn *f, LLVMValueRef *off, void *user) {
   Fused *fu = &c->epi.fu;
   fused_point(fu, off);
   fu->memo[node_index(f->kern, c->epi.anchor)] = slot_get(f, acc);
-  store_f32(f, fused_root_value(f, fu), f->out, off[0]);
+  LLVMValueRef v = fused_root_value(f, fu);
+  store_f32(f, v, f->out, off[0]);
+  side_add(f, &c->epi, v, off);
 }
 
 /* The pointer of operand node id (matmul operands are always in memory). */
@@ -1001,7 +1165,7 @@ static bool emit_matmul(CgFn *f) {
   c.a_k = ta ? c.m : sym_const(1);
   c.b_k = tb ? sym_const(1) : c.p;
   c.b_j = tb ? c.k : sym_const(1);
-  c.epi.anchor = mm;
+  c.epi = map_ctx(mm);
   fused_scales(f, &c.epi.fu);
 
   CgSym st_o[DL_MAX_RANK], st_a[DL_MAX_RANK], st_b[DL_MAX_RANK];
@@ -1034,10 +1198,11 @@ static bool emit_matmul(CgFn *f) {
       nest.rank = 0;
     }
     emit_loops(f, &nest, tiny ? matmul_cpu_body : matmul_gemm_body, &c);
+    /* The epilogue and the side reduction: one pass over C, on this thread. */
     if (kern->nnodes > 1 && !batch_sum) {
       CgNest epi;
       if (!map_nest(f, &c.epi, &epi)) return false;
-      emit_loops(f, &epi, map_body, &c.epi);
+      emit_with_side(f, &epi, map_body, &c.epi, &c.epi);
     }
     return true;
   }
@@ -1053,7 +1218,7 @@ static bool emit_matmul(CgFn *f) {
   nest.stride[2][ro - 2] = sym_const(0);
   nest.stride[2][ro - 1] = c.b_j;
   if (!fused_operands(f, &c.epi.fu, so, &nest, 3)) return false;
-  emit_grid(f, &nest, matmul_gpu_body, &c);
+  emit_with_side(f, &nest, matmul_gpu_body, &c, &c.epi);
   return true;
 }
 
@@ -2250,7 +2415,9 @@ int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPE
   DlNodeId ops[DL_KERNEL_MAX_OPERANDS];
   int nops = dl_kernel_operands(p, k, ops), nb = 0;
   DlNodeId out = dl_buffer_of(p, p->kernels[k].root);
-  for (int i = 0; i < nops; i++) {
+  /* A side reduction's buffer first (fuse.c leaves room for it). */
+  if (p->kernels[k].side != DL_NONE) bufs[nb++] = dl_buffer_of(p, p->kernels[k].side);
+  for (int i = 0; i < nops && nb < DL_KERNEL_MAX_OPERANDS; i++) {
     if (operand_inlined(p, k, ops[i])) continue;
     DlNodeId b = dl_buffer_of(p, ops[i]);
     bool seen = b == out;
@@ -2393,8 +2560,8 @@ static const char *kernel_name(Cg *cg, const DlKernel *kern) {
 }
 
 /* The function of kernel k: void (float *out, float *buf..., i64 n[, pool])
- * with the buffers of cg_kernel_buffers; the CPU's kernels also take the
- * runtime's thread pool. */
+ * with the buffers of cg_kernel_buffers (a side reduction's first); the
+ * CPU's kernels also take the runtime's thread pool. */
 static void kernel_begin(Cg *cg, int k, CgFn *f) {
   const DlProgram *p = cg->prog;
   const DlKernel *kern = &p->kernels[k];
@@ -2410,10 +2577,11 @@ static void kernel_begin(Cg *cg, int k, CgFn *f) {
   LLVMValueRef fn = LLVMAddFunction(cg->mod, kernel_name(cg, kern), fty);
   LLVMSetLinkage(fn, cpu ? LLVMInternalLinkage : LLVMExternalLinkage);
   add_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
+  bool side = kern->side != DL_NONE;
   for (unsigned i = 1; i <= (unsigned)(1 + nb); i++) {
     add_attr(cg, fn, i, "noalias");
     add_attr(cg, fn, i, "nocapture");
-    if (i > 1) add_attr(cg, fn, i, "readonly");
+    if (i > 1u + side) add_attr(cg, fn, i, "readonly");
   }
   if (cpu) {
     add_str_attr(cg, fn, "target-cpu", cg->cpu);
@@ -2434,7 +2602,7 @@ static void kernel_begin(Cg *cg, int k, CgFn *f) {
   for (int i = 0; i < nb; i++) {
     buf_ptr[i] = LLVMGetParam(fn, (unsigned)(1 + i));
     char pname[16];
-    snprintf(pname, sizeof pname, "in%d", i);
+    snprintf(pname, sizeof pname, side && i == 0 ? "side" : "in%d", i - side);
     LLVMSetValueName2(buf_ptr[i], pname, strlen(pname));
   }
   f->n = LLVMGetParam(fn, (unsigned)(1 + nb));
@@ -2451,6 +2619,7 @@ static void kernel_begin(Cg *cg, int k, CgFn *f) {
   f->buf[0] = f->out;
   for (int i = 0; i < nb; i++)
     f->buf[1 + i] = buf_ptr[i];
+  f->side = side ? buf_ptr[0] : NULL;
   f->nops = dl_kernel_operands(p, k, f->op_node);
   for (int j = 0; j < f->nops; j++) {
     DlNodeId id = f->op_node[j];

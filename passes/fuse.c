@@ -18,6 +18,15 @@
  *            hot in cache.  Or a batched a^T b summed over its batch, which
  *            is one GEMM with a longer k (see batch_sum_of).
  *
+ * A map or matmul kernel may also store a side reduction: the SUM or MEAN
+ * of its root over the root's leading axes, when that reduction is a kernel
+ * of its own reading only the root (the root is stored anyway, because
+ * something else reads it too).  The backward graph's bias gradient
+ * db = sum over rows of dz, where dz = (dy @ W^T) * step(h) also feeds two
+ * matmuls, is the case: the kernel that computes dz adds each row into db
+ * while it applies its epilogue, rather than a second kernel reading dz back
+ * (see fold_side_reductions).
+ *
  * The rule that decides it (one sweep from the last node to the first, so a
  * node's users are decided before the node): a node joins the group of its
  * users when it is elementwise (or a matmul joining a map that has no matmul
@@ -83,6 +92,7 @@ typedef struct Group {
   DlKernelKind kind;
   DlNodeId root;
   DlNodeId anchor; /* the matmul of a map that absorbed one, else DL_NONE */
+  DlNodeId side;   /* the side reduction (DlKernel.side), else DL_NONE */
   DlShape space;   /* the shape of every node but a reduction root */
   int nnodes;
   int nops;
@@ -187,6 +197,7 @@ static int new_group(Fuser *f, DlNodeId x) {
   gr->kind = kind_of(nd);
   gr->root = x;
   gr->anchor = nd->op == DL_OP_MATMUL ? x : DL_NONE;
+  gr->side = DL_NONE;
   gr->space = gr->kind == DL_KERNEL_REDUCE ? g->nodes[nd->in[0]].shape : nd->shape;
   gr->nnodes = 1;
   for (int i = nd->op == DL_OP_ASSIGN ? 1 : 0; i < nd->nin; i++)
@@ -262,7 +273,57 @@ static void update_states_in_place(Fuser *f, DlProgram *p, const bool *materiali
   }
 }
 
-void dl_fuse(DlProgram *p, const bool *materialise, bool fuse) {
+/* Do `axes` of a reduction of a rank-`rank` value name its leading axes
+ * 0 .. r-1 (r >= 1; 0 is every axis, the constructors' convention)? */
+static bool leading_axes(uint32_t axes, int rank) {
+  if (axes == 0) return rank >= 1;
+  return (axes & (axes + 1)) == 0 && rank < 32 && axes < (1u << rank);
+}
+
+/* A reduction kernel that is only `s = sum or mean of R over R's leading
+ * axes`, with R the root of a map or matmul kernel, becomes that kernel's
+ * side reduction: the kernel adds each value of R into s as it produces it
+ * (on the CPU, row by row in the order the separate kernel adds them, so the
+ * bits are the same; on the GPU one thread per column of s loops over the
+ * rows).  The rule is one of placement only: s's kernel would read R from
+ * memory and nothing else, so no value is computed twice.  It declines for
+ * an ASSIGN root or one computed in place of a state (the kernel's output is
+ * not R's own buffer), for a sum over other axes (a row sum is a
+ * reduction over each row, not a running sum across them), for a reduction
+ * that reads more than R (it is a reduce kernel of its own, fused with its
+ * elementwise input), for the batched weight-gradient GEMM (a reduce kernel
+ * already), and where the kernel's buffers would exceed
+ * DL_KERNEL_MAX_OPERANDS.  s runs earlier than it did, at R's kernel: every
+ * reader of s has a larger id than s, so its kernel's root comes after R. */
+static void fold_side_reductions(Fuser *f, DlProgram *p, bool *const reach[DL_ENTRY_COUNT]) {
+  const DlGraph *g = f->g;
+  for (DlNodeId s = 0; s < g->nnodes; s++) {
+    const DlNode *nd = &g->nodes[s];
+    int gs = f->group_of[s];
+    if (!p->live[s] || (nd->op != DL_OP_SUM && nd->op != DL_OP_MEAN) || gs < 0) continue;
+    DlNodeId r = nd->in[0];
+    int gr = f->group_of[r];
+    if (f->groups[gs].nnodes != 1 || f->groups[gs].root != s || gr < 0) continue;
+    Group *G = &f->groups[gr];
+    if (G->root != r || (G->kind != DL_KERNEL_MAP && G->kind != DL_KERNEL_MATMUL) ||
+        G->side != DL_NONE || g->nodes[r].op == DL_OP_ASSIGN || p->buffer[r] != r ||
+        G->nnodes >= DL_KERNEL_MAX_NODES || G->nops >= DL_KERNEL_MAX_OPERANDS ||
+        !leading_axes(nd->attr.reduce.axes, g->nodes[r].shape.rank))
+      continue;
+    /* Every entry that computes R needs s too (else it would store s, a
+     * gradient perhaps, where it used not to). */
+    bool same = true;
+    for (int e = 0; e < DL_ENTRY_COUNT; e++)
+      same &= reach[e][r] == reach[e][s];
+    if (!same) continue;
+    G->side = s;
+    G->nnodes++;
+    f->groups[gs].root = DL_NONE; /* the reduction's own group is gone */
+    f->group_of[s] = gr;
+  }
+}
+
+void dl_fuse(DlProgram *p, const bool *materialise, bool *const reach[DL_ENTRY_COUNT], bool fuse) {
   DlGraph *g = p->g;
   DlArena *arena = g->cc->arena;
   int nn = g->nnodes;
@@ -284,7 +345,10 @@ void dl_fuse(DlProgram *p, const bool *materialise, bool fuse) {
       new_group(&f, x);
   }
 
-  if (fuse) update_states_in_place(&f, p, materialise);
+  if (fuse) {
+    update_states_in_place(&f, p, materialise);
+    fold_side_reductions(&f, p, reach);
+  }
 
   /* Kernels in order of their roots (a topological order: every input of a
    * group comes from a group whose root has a smaller id). */
@@ -295,7 +359,8 @@ void dl_fuse(DlProgram *p, const bool *materialise, bool fuse) {
   for (DlNodeId id = 0; id < nn; id++) {
     p->kernel_of[id] = -1;
     int gi = f.group_of[id];
-    if (gi >= 0 && f.groups[gi].root == id) { /* (a dropped ASSIGN's group has no root) */
+    /* (a dropped ASSIGN's group, or a side reduction's, has no root) */
+    if (gi >= 0 && f.groups[gi].root == id) {
       const Group *gr = &f.groups[gi];
       index[gi] = k;
       p->kernels[k] = (DlKernel){
@@ -303,6 +368,7 @@ void dl_fuse(DlProgram *p, const bool *materialise, bool fuse) {
           .root = id,
           .nodes = dl_arena_alloc(arena, sizeof(DlNodeId) * (size_t)gr->nnodes),
           .nnodes = 0,
+          .side = gr->side,
       };
       k++;
     }

@@ -76,8 +76,9 @@ typedef enum DlEntryKind {
 extern const char *const dl_entry_names[DL_ENTRY_COUNT]; /* "forward", "grad", "train_step" */
 
 /* A kernel: the nodes one generated function computes (passes/fuse.c groups
- * them).  Only the root's value is stored; the other nodes are computed in
- * registers where the root needs them and get no buffer. */
+ * them).  Only the root's value is stored (and the side reduction's, if
+ * any); the other nodes are computed in registers where the root needs them
+ * and get no buffer. */
 typedef enum DlKernelKind {
   DL_KERNEL_OP,     /* one node with its op's own kernel (softmax, conv, layout ...) */
   DL_KERNEL_MAP,    /* elementwise nodes in one loop over the root's shape (the root may be
@@ -91,7 +92,8 @@ typedef enum DlKernelKind {
 
 extern const char *const dl_kernel_kind_names[]; /* "op", "map", "reduce", "matmul" */
 
-/* Most distinct input nodes of a kernel (fusion stops growing a kernel there). */
+/* Most distinct input nodes of a kernel (fusion stops growing a kernel there);
+ * also the most buffers a kernel reads and writes besides its root's. */
 #define DL_KERNEL_MAX_OPERANDS 12
 /* Most nodes in one kernel. */
 #define DL_KERNEL_MAX_NODES 64
@@ -99,8 +101,13 @@ extern const char *const dl_kernel_kind_names[]; /* "op", "map", "reduce", "matm
 typedef struct DlKernel {
   DlKernelKind kind;
   DlNodeId root;   /* the node whose value the kernel stores */
-  DlNodeId *nodes; /* every node the kernel computes, in id order; the root is last */
+  DlNodeId *nodes; /* every node the kernel computes, in id order; the root is last but
+                      for the side reduction, which follows it */
   int nnodes;
+  DlNodeId side; /* a map or matmul kernel's side reduction, or DL_NONE: a SUM or MEAN of
+                    the root over its leading axes (a bias gradient, the column sum),
+                    computed in the same pass over the root's values and stored in its
+                    own buffer, the kernel's second output */
 } DlKernel;
 
 typedef struct DlEntry {

@@ -110,7 +110,7 @@ DlProgram *dl_plan_with(DlGraph *g, int64_t max_batch, const DlPlanOptions *opts
 
   bool *keep = malloc(sizeof(bool) * (size_t)(nn + 1));
   mark_persistent(g, keep);
-  dl_fuse(p, keep, !(opts && opts->no_fuse));
+  dl_fuse(p, keep, reach, !(opts && opts->no_fuse));
   build_entry(p, &p->entry[DL_ENTRY_FORWARD], reach[DL_ENTRY_FORWARD]);
   if (trains) {
     build_entry(p, &p->entry[DL_ENTRY_GRAD], reach[DL_ENTRY_GRAD]);
@@ -246,7 +246,8 @@ static void plan_memory(DlProgram *p, const bool *keep) {
     bool state = nd->op == DL_OP_PARAM || nd->op == DL_OP_INPUT || nd->op == DL_OP_HYPER;
     if ((!p->live[id] && !state) || dl_buffer_of(p, id) != id) continue;
     int k = p->kernel_of[id];
-    if (k >= 0 && p->kernels[k].root != id) continue; /* fused: in registers only */
+    if (k >= 0 && p->kernels[k].root != id && p->kernels[k].side != id)
+      continue; /* fused: in registers only */
     p->size[id] = dl_shape_numel(&nd->shape, p->max_batch);
     if (keep[id]) {
       p->offset[id] = at;
@@ -259,15 +260,17 @@ static void plan_memory(DlProgram *p, const bool *keep) {
       t->in[e] = (Interval){-1, -1};
     slot[id] = ntemps++;
   }
-  /* Lifetimes: each kernel defines its root's buffer and uses its operands'. */
+  /* Lifetimes: each kernel defines its root's buffer (and its side
+   * reduction's) and uses its operands'. */
   for (int e = 0; e < DL_ENTRY_COUNT; e++) {
     const DlEntry *en = &p->entry[e];
     if (!en->present) continue;
     for (int pos = 0; pos < en->nkernels; pos++) {
       int k = en->kernels[pos];
-      DlNodeId touched[1 + DL_KERNEL_MAX_OPERANDS];
-      int nt = dl_kernel_operands(p, k, touched + 1) + 1;
+      DlNodeId touched[2 + DL_KERNEL_MAX_OPERANDS];
+      int nt = dl_kernel_operands(p, k, touched + 2) + 2;
       touched[0] = p->kernels[k].root;
+      touched[1] = p->kernels[k].side != DL_NONE ? p->kernels[k].side : p->kernels[k].root;
       for (int i = 0; i < nt; i++) {
         int s = slot[dl_buffer_of(p, touched[i])];
         if (s < 0) continue;

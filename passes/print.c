@@ -14,6 +14,7 @@ void dl_program_print(const DlProgram *p, FILE *out) {
       fprintf(out, "%s%%%d %s", i ? ", " : "", kern->nodes[i],
               dl_op_info[g->nodes[kern->nodes[i]].op].name);
     fprintf(out, ") -> %%%d", kern->root);
+    if (kern->side != DL_NONE) fprintf(out, ", %%%d", kern->side); /* its second output */
     DlNodeId buf = dl_buffer_of(p, kern->root);
     if (buf != kern->root && g->nodes[kern->root].op != DL_OP_ASSIGN)
       fprintf(out, " in %%%d", buf); /* a state updated in place */
@@ -73,8 +74,11 @@ void dl_graph_print_dot(const DlGraph *g, const DlProgram *p, FILE *out) {
   for (int k = 0; p && k < p->nkernels; k++) {
     const DlKernel *kern = &p->kernels[k];
     if (kern->nnodes < 2) continue;
-    fprintf(out, "  subgraph cluster_k%d {\n    label=\"k%d %s\";\n    style=rounded;\n", k, k,
+    /* A side reduction is in its kernel's cluster, bold as it is stored. */
+    fprintf(out, "  subgraph cluster_k%d {\n    label=\"k%d %s", k, k,
             dl_kernel_kind_names[kern->kind]);
+    if (kern->side != DL_NONE) fprintf(out, " + %s", dl_op_info[g->nodes[kern->side].op].name);
+    fprintf(out, "\";\n    style=rounded;\n");
     for (int i = 0; i < kern->nnodes; i++)
       dot_node(out, g, p, kern->nodes[i], "    ");
     fprintf(out, "  }\n");

@@ -356,6 +356,83 @@ static void check_fused(Case *c, DlNodeId id, DlKernelKind kind, int min_nodes) 
         dl_kernel_kind_names[kind], min_nodes);
 }
 
+/* Plan c's graph and check that node id is the side reduction of a kernel. */
+static void check_side(Case *c, DlNodeId id) {
+  DlProgram *p = dl_plan(c->g, 64);
+  const DlKernel *k = p ? kernel_with(p, id) : NULL;
+  CHECK(k && k->side == id && k->root != id && p->offset[id] >= 0,
+        "%s: node %%%d is not a kernel's side reduction", c->what, (int)id);
+}
+
+/* Side reductions: a map or matmul kernel that also stores the sum or mean
+ * of its root over the leading axes, at odd sizes, through every path of the
+ * code generator (a matmul's epilogue after the packed GEMM or the small
+ * loop nest, a lone matmul, a batched product, a map, a map large enough to
+ * be split between threads, the GPU's one thread per column).  The root is
+ * also read by a product, so it is stored either way; the side value is the
+ * output and the loss reads the root. */
+static void test_side_reductions(void) {
+  struct {
+    const char *what;
+    DlShape a, w; /* w: a product's right operand, or no rank for a map */
+    bool ta;
+    DlOp act, red;
+    uint32_t axes;
+    bool keep;
+  } cases[] = {
+      {"relu(x @ W + b), column sum", SHAPE(N, 37), SHAPE(37, 19), false, DL_OP_RELU, DL_OP_SUM, 1,
+       true},
+      {"tanh(x^T @ W + b), column mean", SHAPE(37, N), SHAPE(37, 19), true, DL_OP_TANH, DL_OP_MEAN,
+       1, false},
+      {"small x @ W + b, column sum", SHAPE(N, 5), SHAPE(5, 3), false, DL_OP_INPUT, DL_OP_SUM, 1,
+       false},
+      {"x @ W alone, column sum", SHAPE(N, 37), SHAPE(37, 19), false, DL_OP_INPUT, DL_OP_SUM, 1,
+       false},
+      {"batched relu(x @ W + b), sum over two axes", SHAPE(3, N, 5), SHAPE(5, 19), false,
+       DL_OP_RELU, DL_OP_SUM, 3, false},
+      {"batched relu(x @ W + b), sum over one axis", SHAPE(3, N, 5), SHAPE(5, 19), false,
+       DL_OP_RELU, DL_OP_SUM, 1, true},
+      {"map exp(x) * b, column sum", SHAPE(N, 37), {0}, false, DL_OP_EXP, DL_OP_SUM, 1, false},
+      {"map exp(x) * b, mean of all", SHAPE(N, 37), {0}, false, DL_OP_EXP, DL_OP_MEAN, 0, false},
+      {"map exp(x) * b split between threads, column sum",
+       SHAPE(N, 4099),
+       {0},
+       false,
+       DL_OP_EXP,
+       DL_OP_SUM,
+       1,
+       true},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char what[128];
+    snprintf(what, sizeof what, "side reduction: %s", cases[i].what);
+    Case c = case_new(what);
+    DlGraph *g = c.g;
+    DlNodeId x = dl_input(g, L, "x", cases[i].a, DL_ROLE_INPUT);
+    int rank = cases[i].a.rank;
+    int64_t cols = cases[i].w.rank ? cases[i].w.d[1] : cases[i].a.d[rank - 1];
+    DlNodeId bias = dl_input(g, L, "bias", SHAPE(cols), DL_ROLE_INPUT);
+    DlNodeId r;
+    if (cases[i].w.rank) {
+      DlNodeId w = dl_input(g, L, "w", cases[i].w, DL_ROLE_INPUT);
+      r = dl_matmul(g, L, x, w, cases[i].ta, false);
+      if (i != 3) r = dl_binary(g, DL_OP_ADD, L, r, bias);
+      if (cases[i].act != DL_OP_INPUT) /* (none) */
+        r = dl_unary(g, cases[i].act, L, r);
+    } else {
+      r = dl_binary(g, DL_OP_MUL, L, dl_unary(g, cases[i].act, L, x), bias);
+      case_range(&c, x, -1.0, 1.0);
+    }
+    DlShape rs = g->nodes[r].shape;
+    DlNodeId v = dl_input(g, L, "v", SHAPE(rs.d[rs.rank - 1], 2), DL_ROLE_INPUT);
+    g->output = dl_reduce(g, cases[i].red, L, r, cases[i].axes, cases[i].keep);
+    g->loss = dl_reduce(g, DL_OP_SUM, L, dl_matmul(g, L, r, v, false, false), 0, false);
+    check_side(&c, g->output);
+    c.long_sums = rs.d[rs.rank - 1] > 1000;
+    case_run(&c);
+  }
+}
+
 static void test_fused_chains(void) {
   /* A chain over [N, 37] reading a row vector, a column, a scalar input, a
    * constant, and a mean-expand of a reduction. */
@@ -422,7 +499,8 @@ static void test_fused_chains(void) {
 
   /* The weight gradient of a batched product, sum over the batch of a^T b:
    * one GEMM whose k runs over the batch (and where the layout does not
-   * allow it, b transposed, a batched product then a reduction). */
+   * allow it, b transposed, a batched product whose kernel sums it over the
+   * batch as a side reduction). */
   for (int keep = 0; keep < 2; keep++)
     for (int tb = 0; tb < 2; tb++) {
       char what[96];
@@ -433,7 +511,8 @@ static void test_fused_chains(void) {
       DlNodeId a = dl_input(g, L, "a", SHAPE(3, N, 5), DL_ROLE_INPUT);
       DlNodeId bb = dl_input(g, L, "b", tb ? SHAPE(3, 7, N) : SHAPE(3, N, 7), DL_ROLE_INPUT);
       g->output = dl_reduce(g, DL_OP_SUM, L, dl_matmul(g, L, a, bb, true, tb), 1, keep);
-      check_fused(&c, g->output, tb ? DL_KERNEL_REDUCE : DL_KERNEL_MATMUL, 1);
+      check_fused(&c, g->output, DL_KERNEL_MATMUL, 1);
+      if (tb) check_side(&c, g->output);
       c.long_sums = true;
       case_run(&c);
     }
@@ -562,6 +641,7 @@ static void test_fused_training(void) {
 int main(void) {
   test_training();
   test_fused_chains();
+  test_side_reductions();
   test_fused_training();
   test_new_ops_training();
   test_outputs();

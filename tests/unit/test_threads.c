@@ -5,9 +5,10 @@
  * counts below, at and above the number of ranges; without a pool, with a
  * pool of one thread, and from inside a task (which runs inline).
  *
- * Training steps of two models whose kernels are large enough to be split
+ * Training steps of models whose kernels are large enough to be split
  * (matrix products by columns and by rows, at sizes that are no multiple of
- * any tile; an elementwise update; convolutions by samples) run from the
+ * any tile; an elementwise update; convolutions by samples; bias gradients
+ * summed by the kernels that compute the gradient they sum) run from the
  * same starting memory on 1, 2, 3 and 5 threads: the whole arena afterwards
  * must be identical bit for bit, and close to the reference interpreter.
  * So must the same steps of the module compiled by LLVM on one thread and
@@ -230,6 +231,32 @@ static void test_dense_same_bits(void) {
   dl_compiler_free(cc);
 }
 
+/* Bias gradients computed as side reductions (passes/fuse.c): db0, the
+ * column sum of dz0 = (dh @ W1^T) * step(z0), is added up in the epilogue of
+ * a product split between threads; db1, the column sum of the loss's
+ * gradient dh, after an elementwise kernel split between threads.  Either
+ * way on one thread, in a fixed order. */
+static void test_side_sums_same_bits(void) {
+  DlCompiler *cc = dl_compiler_new();
+  DlGraph *g = dl_graph_new(cc, "side");
+  DlInit uni = {.kind = DL_INIT_UNIFORM, .a = -0.1, .b = 0.1};
+  DlNodeId x = dl_input(g, L, "x", shape2(N, 37), DL_ROLE_INPUT);
+  DlNodeId y = dl_input(g, L, "y", shape2(N, 2100), DL_ROLE_TARGET);
+  DlNodeId w0 = dl_param(g, L, "W0", shape2(37, 67), uni);
+  DlNodeId b0 = dl_param(g, L, "b0", dl_shape_make(1, (int64_t[]){67}), uni);
+  DlNodeId w1 = dl_param(g, L, "W1", shape2(67, 2100), uni);
+  DlNodeId b1 = dl_param(g, L, "b1", dl_shape_make(1, (int64_t[]){2100}), uni);
+  DlNodeId z0 = dl_unary(g, DL_OP_RELU, L,
+                         dl_binary(g, DL_OP_ADD, L, dl_matmul(g, L, x, w0, false, false), b0));
+  g->output = dl_binary(g, DL_OP_ADD, L, dl_matmul(g, L, z0, w1, false, false), b1);
+  DlNodeId diff = dl_binary(g, DL_OP_SUB, L, g->output, y);
+  g->loss = dl_reduce(g, DL_OP_MEAN, L, dl_binary(g, DL_OP_MUL, L, diff, diff), 0, false);
+  static const char *const expect[] = {"call void @dlrt_parallel_for(", "side_gemm_task",
+                                       "_part_task", "ptr noalias nocapture %side", NULL};
+  check_same_bits(cc, g, 127, b0, expect);
+  dl_compiler_free(cc);
+}
+
 /* Convolutions: the forward convolutions and the input gradient give
  * samples to threads; the filter gradients add the samples on one thread. */
 static void test_conv_same_bits(void) {
@@ -252,6 +279,7 @@ static void test_conv_same_bits(void) {
 int main(void) {
   test_parallel_for();
   test_dense_same_bits();
+  test_side_sums_same_bits();
   test_conv_same_bits();
   if (check_failures) {
     printf("test_threads: %d checks failed\n", check_failures);
