@@ -1181,10 +1181,18 @@ static bool emit_matmul(CgFn *f) {
       !broadcast_strides(sb->d, st_b, rb - 2, so->d, ro - 2, nest.stride[2]))
     return internal(f, "matmul batch dimensions do not broadcast");
   if (!on_gpu(f)) {
-    /* Small products of static size: the loop nest, which LLVM unrolls and
-     * vectorises whole; the packing of the GEMM would cost more than it
-     * saves.  Everything else: the GEMM.  Then the epilogue, in place. */
-    bool tiny = c.m.k == 0 && c.k.k == 0 && c.p.k == 0 && m * k * p <= 4096;
+    /* Small products (at most 4096 multiply-adds over the whole batch at
+     * the planned batch size): the loop nest, which LLVM unrolls and
+     * vectorises (whole, when the size is static); the packing of the GEMM
+     * would cost more than it saves, and a model whose products are all
+     * small (XOR, the worked examples) then needs no GEMM function, which
+     * is most of its JIT time.  Everything else: the GEMM.  Then the
+     * epilogue, in place. */
+    int64_t nmax = f->cg->prog->max_batch;
+    int64_t macs = sym_at(c.m, nmax) * sym_at(c.k, nmax) * sym_at(c.p, nmax);
+    for (int d = 0; d < nest.rank; d++)
+      macs *= sym_at(nest.dim[d], nmax);
+    bool tiny = macs <= 4096;
     /* [B.., M, K] @ [K, P] with b the same matrix for the whole batch and a
      * and out contiguous: one product of B M rows (a big GEMM, not B small
      * ones). */
