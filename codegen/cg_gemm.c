@@ -31,6 +31,12 @@
  *   B's panel rows 4 KiB apart fall into the same cache sets (1024^3 ran at
  *   0.6 of OpenBLAS direct, 0.9 packed).
  *
+ * A panel whose rows are the source's columns (B transposed, or A in its
+ * usual layout when it is packed) is transposed in registers 8 x 8 at a
+ * time (pack_t_function): element by element, that packing took most of
+ * the time of LeNet-5's filter gradients (6 x 784 x 25 with B transposed:
+ * 32 GFLOP/s, 90 after).
+ *
  * Remainders cost neither zero padding nor a scalar loop: B's vectors and
  * C's stores are masked to the columns that exist, and a row of the tile
  * past m reads the last row that exists (its result is never stored).  The
@@ -208,6 +214,142 @@ static void if_close(Gemm *g, GIf *f) {
   LLVMPositionBuilderAtEnd(g->b, f->join);
 }
 
+static LLVMValueRef pick(Gemm *g, LLVMValueRef cond, LLVMValueRef x, LLVMValueRef y) {
+  return LLVMBuildSelect(g->b, cond, x, y, "");
+}
+
+/* ---- vector memory access ------------------------------------------------ */
+
+static LLVMValueRef call_intrinsic(Gemm *g, const char *name, LLVMTypeRef *overload, int noverload,
+                                   LLVMValueRef *args, unsigned nargs) {
+  Cg *cg = g->cg;
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMValueRef decl = LLVMGetIntrinsicDeclaration(cg->mod, id, overload, (size_t)noverload);
+  return LLVMBuildCall2(g->b, LLVMIntrinsicGetType(cg->ctx, id, overload, (size_t)noverload), decl,
+                        args, nargs, "");
+}
+
+/* A vector of C's row or of B's: lanes outside the mask are neither read
+ * (they may lie past the end of the matrix) nor written. */
+static LLVMValueRef masked_load(Gemm *g, LLVMValueRef ptr, LLVMValueRef mask) {
+  LLVMTypeRef ov[2] = {g->t_vec, g->cg->t_ptr};
+  LLVMValueRef args[4] = {ptr, LLVMConstInt(g->cg->t_i32, 4, false), mask, LLVMConstNull(g->t_vec)};
+  return call_intrinsic(g, "llvm.masked.load", ov, 2, args, 4);
+}
+static void masked_store(Gemm *g, LLVMValueRef val, LLVMValueRef ptr, LLVMValueRef mask) {
+  LLVMTypeRef ov[2] = {g->t_vec, g->cg->t_ptr};
+  LLVMValueRef args[4] = {val, ptr, LLVMConstInt(g->cg->t_i32, 4, false), mask};
+  call_intrinsic(g, "llvm.masked.store", ov, 2, args, 4);
+}
+
+static void set_fn_attrs(Cg *cg, LLVMValueRef fn, unsigned noalias_params);
+
+/* void <prefix>_gemm_pack_t(float *dst, float *src, i64 valid, i64 kc,
+ * i64 w, i64 s_r, i64 s_k): a panel whose rows are columns of the source,
+ * dst[kk * w + r] = src[r * s_r + kk * s_k] for r < valid, kk < kc.
+ * Element by element (a strided store each) this took most of the time of
+ * products with a transposed B and few rows (LeNet-5's filter gradients:
+ * 6 x 784 x 25 ran at 0.29 of OpenBLAS).  So, when the source is
+ * contiguous along k, VL rows x VL values of k are loaded as VL vectors
+ * (rows past `valid` re-read the last one) and transposed in registers:
+ * log2 VL rounds, each swapping the off-diagonal b x b blocks of pairs of
+ * rows b apart with two-source shuffles.  The last kc mod VL values of k,
+ * or all of them when k is strided, are gathered a vector at a time.
+ * Stores are masked to the rows that exist. */
+static LLVMValueRef pack_t_function(Cg *cg) {
+  const char *name = dl_arena_printf(cg->cc->arena, "%s_gemm_pack_t", cg->prefix);
+  LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+  if (fn) return fn;
+  LLVMTypeRef params[7] = {cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i64,
+                           cg->t_i64, cg->t_i64, cg->t_i64};
+  fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 7, false));
+  set_fn_attrs(cg, fn, 2);
+  Gemm gg = {.cg = cg, .fn = fn, .geo = gemm_geom(cg)};
+  Gemm *g = &gg;
+  /* Eight lanes at most: this function added about 12 ms to the GEMM's
+   * JIT time with 8 x 8 transposes, 14 ms with 16 x 16 ones, and both
+   * packed about as fast. */
+  int lanes = g->geo.lanes < 8 ? g->geo.lanes : 8;
+  g->t_vec = LLVMVectorType(cg->t_f32, (unsigned)lanes);
+  g->plain_loops = true;
+  g->b = LLVMCreateBuilderInContext(cg->ctx);
+  LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+  LLVMValueRef dst = LLVMGetParam(fn, 0), src = LLVMGetParam(fn, 1), valid = LLVMGetParam(fn, 2);
+  LLVMValueRef kc = LLVMGetParam(fn, 3), w = LLVMGetParam(fn, 4), s_r = LLVMGetParam(fn, 5);
+  LLVMValueRef s_k = LLVMGetParam(fn, 6);
+
+  LLVMTypeRef t_i32v = LLVMVectorType(cg->t_i32, (unsigned)lanes);
+  LLVMTypeRef t_lanes = LLVMVectorType(cg->t_i64, (unsigned)lanes);
+  LLVMTypeRef t_ptrs = LLVMVectorType(cg->t_ptr, (unsigned)lanes);
+  LLVMValueRef iota[16];
+  for (int j = 0; j < lanes; j++)
+    iota[j] = ci(g, j);
+  LLVMValueRef lane_index = LLVMConstVector(iota, (unsigned)lanes);
+  LLVMValueRef vectors = LLVMBuildSDiv(g->b, add(g, valid, ci(g, lanes - 1)), ci(g, lanes), "");
+  LLVMValueRef last = sub(g, valid, ci(g, 1));
+  LLVMValueRef unit_k = LLVMBuildICmp(g->b, LLVMIntEQ, s_k, ci(g, 1), "");
+  LLVMValueRef kfull =
+      pick(g, unit_k, LLVMBuildAnd(g->b, kc, ci(g, -(int64_t)lanes), ""), ci(g, 0));
+
+  GLoop lv, lk, lt;
+  LLVMValueRef v = loop_simple(g, &lv, ci(g, 0), vectors);
+  LLVMValueRef r0 = mul(g, v, ci(g, lanes));
+  LLVMValueRef r0_vec = LLVMBuildInsertElement(g->b, LLVMGetPoison(t_lanes), r0, ci(g, 0), "");
+  r0_vec = LLVMBuildShuffleVector(g->b, r0_vec, LLVMGetPoison(t_lanes), LLVMConstNull(t_i32v), "");
+  LLVMValueRef rows = LLVMBuildAdd(g->b, r0_vec, lane_index, "");
+  LLVMValueRef valid_vec =
+      LLVMBuildInsertElement(g->b, LLVMGetPoison(t_lanes), valid, ci(g, 0), "");
+  valid_vec =
+      LLVMBuildShuffleVector(g->b, valid_vec, LLVMGetPoison(t_lanes), LLVMConstNull(t_i32v), "");
+  LLVMValueRef mask = LLVMBuildICmp(g->b, LLVMIntSLT, rows, valid_vec, "");
+  LLVMValueRef dcol = gep(g, dst, r0);
+
+  /* Whole blocks of VL values of k, transposed in registers. */
+  LLVMValueRef kb = loop_simple(g, &lk, ci(g, 0), kfull);
+  LLVMValueRef x[16];
+  for (int j = 0; j < lanes; j++) {
+    LLVMValueRef row = min64(g, add(g, r0, ci(g, j)), last);
+    x[j] = load(g, g->t_vec, gep(g, src, add(g, mul(g, row, s_r), kb)), 4);
+  }
+  for (int b = 1; b < lanes; b *= 2) {
+    LLVMValueRef m1[16], m2[16];
+    for (int j = 0; j < lanes; j++) {
+      m1[j] = LLVMConstInt(cg->t_i32, (unsigned)((j & b) == 0 ? j : lanes + j - b), false);
+      m2[j] = LLVMConstInt(cg->t_i32, (unsigned)((j & b) == 0 ? j + b : lanes + j), false);
+    }
+    LLVMValueRef k1 = LLVMConstVector(m1, (unsigned)lanes);
+    LLVMValueRef k2 = LLVMConstVector(m2, (unsigned)lanes);
+    for (int i = 0; i < lanes; i++) {
+      if (i & b) continue;
+      LLVMValueRef upper = LLVMBuildShuffleVector(g->b, x[i], x[i + b], k1, "");
+      x[i + b] = LLVMBuildShuffleVector(g->b, x[i], x[i + b], k2, "");
+      x[i] = upper;
+    }
+  }
+  for (int t = 0; t < lanes; t++)
+    masked_store(g, x[t], gep(g, dcol, mul(g, add(g, kb, ci(g, t)), w)), mask);
+  loop_close(g, &lk, ci(g, lanes), NULL);
+
+  /* The rest of k, gathered: lane j reads row r0 + j, s_r apart. */
+  LLVMValueRef offs = LLVMBuildMul(
+      g->b, rows,
+      LLVMBuildShuffleVector(
+          g->b, LLVMBuildInsertElement(g->b, LLVMGetPoison(t_lanes), s_r, ci(g, 0), ""),
+          LLVMGetPoison(t_lanes), LLVMConstNull(t_i32v), ""),
+      "");
+  LLVMValueRef kk = loop_simple(g, &lt, kfull, kc);
+  LLVMValueRef ptrs = LLVMBuildGEP2(g->b, cg->t_f32, gep(g, src, mul(g, kk, s_k)), &offs, 1, "");
+  LLVMTypeRef ov[2] = {g->t_vec, t_ptrs};
+  LLVMValueRef gargs[4] = {ptrs, LLVMConstInt(cg->t_i32, 4, false), mask, LLVMConstNull(g->t_vec)};
+  LLVMValueRef vals = call_intrinsic(g, "llvm.masked.gather", ov, 2, gargs, 4);
+  masked_store(g, vals, gep(g, dcol, mul(g, kk, w)), mask);
+  loop_close(g, &lt, ci(g, 1), NULL);
+  loop_close(g, &lv, ci(g, 1), NULL);
+  LLVMBuildRetVoid(g->b);
+  LLVMDisposeBuilder(g->b);
+  return fn;
+}
+
 /* ---- packing ---------------------------------------------------------------
  *
  * A panel holds `width` (MR or NR) rows of the panel's index r (i for A, j
@@ -232,12 +374,13 @@ static void pack_panel(Gemm *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef
     loop_close(g, &lo, ci(g, 1), NULL);
     return;
   }
-  LLVMValueRef r = loop_simple(g, &lo, ci(g, 0), valid);
-  LLVMValueRef scol = gep(g, src, mul(g, r, s_r)), dcol = gep(g, dst, r);
-  LLVMValueRef kk = loop_simple(g, &li, ci(g, 0), kc);
-  store(g, load(g, g->cg->t_f32, gep(g, scol, mul(g, kk, s_k)), 4), gep(g, dcol, mul(g, kk, w)), 4);
-  loop_close(g, &li, ci(g, 1), NULL);
-  loop_close(g, &lo, ci(g, 1), NULL);
+  /* Rows of the panel are columns of the source: transposed (see
+   * pack_t_function), in a function of its own that A's and B's packing
+   * share (its code is most of the GEMM's JIT time otherwise). */
+  (void)li;
+  LLVMValueRef pt = pack_t_function(g->cg);
+  LLVMValueRef args[7] = {dst, src, valid, kc, w, s_r, s_k};
+  LLVMBuildCall2(g->b, LLVMGlobalGetValueType(pt), pt, args, 7, "");
 }
 
 /* Pack `rows` rows (i of A or j of B) starting at src into consecutive
@@ -284,31 +427,9 @@ static LLVMValueRef splat(Gemm *g, LLVMValueRef x) {
   return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(g->t_vec), mask, "");
 }
 
-static LLVMValueRef call_intrinsic(Gemm *g, const char *name, LLVMTypeRef *overload, int noverload,
-                                   LLVMValueRef *args, unsigned nargs) {
-  Cg *cg = g->cg;
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  LLVMValueRef decl = LLVMGetIntrinsicDeclaration(cg->mod, id, overload, (size_t)noverload);
-  return LLVMBuildCall2(g->b, LLVMIntrinsicGetType(cg->ctx, id, overload, (size_t)noverload), decl,
-                        args, nargs, "");
-}
-
 static LLVMValueRef fmuladd(Gemm *g, LLVMValueRef x, LLVMValueRef y, LLVMValueRef acc) {
   LLVMValueRef args[3] = {x, y, acc};
   return call_intrinsic(g, "llvm.fmuladd", &g->t_vec, 1, args, 3);
-}
-
-/* A vector of C's row or of B's: lanes outside the mask are neither read
- * (they may lie past the end of the matrix) nor written. */
-static LLVMValueRef masked_load(Gemm *g, LLVMValueRef ptr, LLVMValueRef mask) {
-  LLVMTypeRef ov[2] = {g->t_vec, g->cg->t_ptr};
-  LLVMValueRef args[4] = {ptr, LLVMConstInt(g->cg->t_i32, 4, false), mask, LLVMConstNull(g->t_vec)};
-  return call_intrinsic(g, "llvm.masked.load", ov, 2, args, 4);
-}
-static void masked_store(Gemm *g, LLVMValueRef val, LLVMValueRef ptr, LLVMValueRef mask) {
-  LLVMTypeRef ov[2] = {g->t_vec, g->cg->t_ptr};
-  LLVMValueRef args[4] = {val, ptr, LLVMConstInt(g->cg->t_i32, 4, false), mask};
-  call_intrinsic(g, "llvm.masked.store", ov, 2, args, 4);
 }
 
 /* Where the micro-kernel reads its operands: A's row r at arow[r], its k
@@ -398,10 +519,6 @@ static LLVMValueRef stack_buffer(Gemm *g, int64_t floats, const char *name) {
   LLVMValueRef buf = LLVMBuildArrayAlloca(g->b, g->cg->t_f32, ci(g, floats), name);
   LLVMSetAlignment(buf, 64);
   return buf;
-}
-
-static LLVMValueRef pick(Gemm *g, LLVMValueRef cond, LLVMValueRef x, LLVMValueRef y) {
-  return LLVMBuildSelect(g->b, cond, x, y, "");
 }
 
 static void gemm_body(Gemm *g) {
