@@ -37,15 +37,17 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A function's work for LLVM, in units of about half a millisecond: a fixed
- * cost and one per basic block.  Fitted (least squares) to 141 functions of
- * the four benchmark models, each compiled alone: 3.4 ms per function plus
- * 0.5 ms per block, mean error 3 ms (the GEMM: 133 blocks, 66 to 69 ms; an
- * elementwise kernel of 10 blocks, 5 to 10 ms); instructions predicted
- * worse.  An optnone function (an entry: a line of calls) skips the
- * optimiser and gets the fast instruction selector: about 0.01 ms per
- * instruction (the LSTM's training entry, 3,700 instructions, 38 ms). */
-#define CG_FUNCTION_WORK 7
+/* A function's work for LLVM, in units of about half a millisecond: one per
+ * basic block, plus one.  Fitted (least squares) to the 141 functions of the
+ * four benchmark models, each compiled alone: 0.5 ms per block (mean error
+ * 3 ms; instruction counts predicted worse; the GEMM, 131 blocks, 66 to 77
+ * ms) and 3.4 ms per function, which is mostly the cost of a module of its
+ * own: with that fixed cost the MLP's two parts took 50 and 117 ms of CPU,
+ * without it 70 and 78.  An optnone function (an entry: a line of calls)
+ * skips the optimiser and gets the fast instruction selector: about 0.01
+ * ms per instruction (the LSTM's training entry, 3,700 instructions, 38
+ * ms). */
+#define CG_FUNCTION_WORK 1
 #define CG_OPTNONE_INSTRUCTIONS_PER_WORK 50
 /* Below this much work (about 30 ms) a module is compiled on the calling
  * thread: a REPL expression compiles in a few milliseconds, about what
