@@ -1,4 +1,4 @@
-/* cg_gemm.c - the CPU matrix product: a packed, cache-blocked GEMM with a
+/* cg_gemm.c - the CPU matrix product: a cache-blocked GEMM with a
  * register-blocked micro-kernel, generated as LLVM IR.
  *
  *     C[m, p] = op(A) @ op(B),  op(A) [m, k], op(B) [k, p], C row-major
@@ -7,21 +7,41 @@
  *
  *   for jc in p by NC:                       B block (KC x NC) in L2/L3
  *     for pc in k by KC:
- *       pack B[pc.., jc..] into panels of NR columns, k-major, zero-padded
+ *       pack B[pc.., jc..] into panels of NR columns, k-major (large only)
  *       for ic in m by MC:                   A block (MC x KC) in L2
- *         pack A[ic.., pc..] into panels of MR rows, k-major, zero-padded
+ *         pack A[ic.., pc..] into panels of MR rows, k-major (large only)
  *         for jr in nc by NR:                one B panel stays in L1
  *           for ir in mc by MR:
- *             micro-kernel: MR x NR accumulators in vector registers,
- *             one rank-1 update per k (NR/VL vector loads of B, MR
- *             broadcasts of A, MR*NR/VL fused multiply-adds)
- *             store (first k block) or add (later ones) into C;
- *             edge tiles go through a small buffer
+ *             micro-kernel: rows x nv accumulator vectors in registers,
+ *             one rank-1 update per k (nv masked vector loads of B, one
+ *             broadcast of A per row, rows * nv fused multiply-adds)
+ *             store (first k block) or add (later ones) into C, masked
  *
- * Packing makes the micro-kernel's loads contiguous and aligned whatever the
- * transposition of A and B (ta/tb only change the packing loops), and the
- * zero padding lets every tile run the same full-size kernel: remainders cost
- * wasted lanes, never a second kernel.
+ * Two ways to feed the micro-kernel, chosen at run time:
+ *
+ * - Small products (m k p <= GEMM_DIRECT_MACS, 2^27 = 512^3) read A and B
+ *   where they are: the broadcast of A[i, kk] is a scalar load at any
+ *   strides, and B's rows are read as vectors when its columns are
+ *   contiguous (b_j = 1; B transposed is still packed).  Packing cost as
+ *   much as the product itself at 64 x 64 x 64 (0.67 of OpenBLAS packed,
+ *   1.3 direct) and most of the time of the benchmark models' skinny
+ *   products (bench/RESULTS.md).
+ * - Large ones pack both operands, so the panels stay in L1/L2 and their
+ *   loads are contiguous whatever the strides: read in place, A's rows and
+ *   B's panel rows 4 KiB apart fall into the same cache sets (1024^3 ran at
+ *   0.6 of OpenBLAS direct, 0.9 packed).
+ *
+ * Remainders cost neither zero padding nor a scalar loop: B's vectors and
+ * C's stores are masked to the columns that exist, and a row of the tile
+ * past m reads the last row that exists (its result is never stored).  The
+ * tile shape is picked per tile, at run time: the full MR x nv, half height
+ * (MR/2 rows) when at most MR/2 rows are left, one vector wide when at most
+ * VL columns are left.  So a product of 6 rows (LeNet-5's convolutions) or
+ * 10 columns (an output layer) does not run a 12 x 32 tile two thirds idle.
+ * Every element of C is the same chain of multiply-adds in the same order
+ * of k (one chain per k block of KC) whatever the tile shape, the packing
+ * or the thread that computes it: results are bit-identical for any thread
+ * count even when a thread's part of C is fed differently than the whole.
  *
  * The vector width is the host's (LLVMGetHostCPUFeatures, as for every
  * function of the module): 16 floats with AVX-512 (32 vector registers: a
@@ -30,12 +50,13 @@
  * is llvm.fmuladd: fused where the CPU has FMA, never a libcall where it
  * has not.
  *
- * One function per transposition case is emitted into the module (at most
- * four), taking m, k and p at run time, so a size that depends on the batch
+ * One function serves every transposition case and size (JIT time is per
+ * function: three micro-kernels, one per tile shape, in it), taking m, k,
+ * p and the strides at run time, so a size that depends on the batch
  * dimension needs no recompilation; kernels call it once per matrix of the
- * batch.  The packing buffers are on the stack (at most (MC + NC) * KC + MR *
- * NR floats, about 0.6 MiB), so calls are reentrant: a thread pool can later
- * run several at once.
+ * batch.  The packing buffers are on the stack (at most (MC + NC) * KC
+ * floats, about 0.6 MiB), so calls are reentrant: the thread pool runs
+ * several at once.
  */
 #include "cg_internal.h"
 
@@ -78,7 +99,6 @@ typedef struct Gemm {
   LLVMValueRef b_k, b_j;   /* B's along k and j */
   LLVMValueRef accumulate; /* i1: C += A B instead of C = A B */
   LLVMValueRef ap, bp;     /* packed A block, packed B block */
-  LLVMValueRef tile;       /* MR x NR floats for edge tiles */
   bool plain_loops;        /* loops closed now are neither unrolled nor vectorised */
 } Gemm;
 
@@ -108,6 +128,9 @@ static LLVMValueRef load(Gemm *g, LLVMTypeRef t, LLVMValueRef ptr, unsigned alig
 static void store(Gemm *g, LLVMValueRef v, LLVMValueRef ptr, unsigned align) {
   LLVMSetAlignment(LLVMBuildStore(g->b, v, ptr), align);
 }
+
+/* Products of at most this many multiply-adds read A and B in place. */
+#define GEMM_DIRECT_MACS (1 << 27)
 
 /* for (iv = start; iv < end; iv += step), with up to GEMM_MAX_CARRY values
  * carried around the loop as phis (the micro-kernel's accumulators). */
@@ -190,12 +213,13 @@ static void if_close(Gemm *g, GIf *f) {
  * A panel holds `width` (MR or NR) rows of the panel's index r (i for A, j
  * for B) for kc values of k, k-major: dst[kk * width + r].  The source
  * element (r, kk) is at src + r * s_r + kk * s_k.  Rows past `valid` are
- * zero.  The loop order reads the source contiguously: r innermost when it
- * is the unit-stride index, kk innermost otherwise. */
+ * left as they are: the micro-kernel never reads them (B's columns are
+ * masked, A's rows clamped).  The loop order reads the source contiguously:
+ * r innermost when it is the unit-stride index, kk innermost otherwise. */
 static void pack_panel(Gemm *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef valid,
                        LLVMValueRef kc, int width, LLVMValueRef s_r, LLVMValueRef s_k,
                        bool r_contiguous) {
-  LLVMValueRef zero = LLVMConstReal(g->cg->t_f32, 0.0), w = ci(g, width);
+  LLVMValueRef w = ci(g, width);
   GLoop lo, li;
   if (r_contiguous) {
     LLVMValueRef kk = loop_simple(g, &lo, ci(g, 0), kc);
@@ -205,9 +229,6 @@ static void pack_panel(Gemm *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef
     g->plain_loops = false;
     loop_close(g, &li, ci(g, 1), NULL);
     g->plain_loops = true;
-    r = loop_simple(g, &li, valid, w);
-    store(g, zero, gep(g, drow, r), 4);
-    loop_close(g, &li, ci(g, 1), NULL);
     loop_close(g, &lo, ci(g, 1), NULL);
     return;
   }
@@ -215,12 +236,6 @@ static void pack_panel(Gemm *g, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef
   LLVMValueRef scol = gep(g, src, mul(g, r, s_r)), dcol = gep(g, dst, r);
   LLVMValueRef kk = loop_simple(g, &li, ci(g, 0), kc);
   store(g, load(g, g->cg->t_f32, gep(g, scol, mul(g, kk, s_k)), 4), gep(g, dcol, mul(g, kk, w)), 4);
-  loop_close(g, &li, ci(g, 1), NULL);
-  loop_close(g, &lo, ci(g, 1), NULL);
-  r = loop_simple(g, &lo, valid, w);
-  dcol = gep(g, dst, r);
-  kk = loop_simple(g, &li, ci(g, 0), kc);
-  store(g, zero, gep(g, dcol, mul(g, kk, w)), 4);
   loop_close(g, &li, ci(g, 1), NULL);
   loop_close(g, &lo, ci(g, 1), NULL);
 }
@@ -253,6 +268,15 @@ static void pack_block_any(Gemm *g, LLVMValueRef dst, LLVMValueRef src, LLVMValu
 
 /* ---- the micro-kernel ------------------------------------------------------ */
 
+/* A micro-tile's shape: rows x vectors of columns.  The full tile is MR x
+ * nv; a half-height one (MR/2 rows) serves the last rows of a product with
+ * few rows, a one-vector one the last columns of a product with few
+ * columns: fewer idle accumulators (a 12 x 32 tile computing 6 rows or 10
+ * columns wastes half or two thirds of its multiply-adds). */
+typedef struct Tile {
+  int rows, nv;
+} Tile;
+
 static LLVMValueRef splat(Gemm *g, LLVMValueRef x) {
   LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(g->t_vec), x,
                                           LLVMConstInt(g->cg->t_i32, 0, false), "");
@@ -260,95 +284,112 @@ static LLVMValueRef splat(Gemm *g, LLVMValueRef x) {
   return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(g->t_vec), mask, "");
 }
 
-static LLVMValueRef fmuladd(Gemm *g, LLVMValueRef x, LLVMValueRef y, LLVMValueRef acc) {
+static LLVMValueRef call_intrinsic(Gemm *g, const char *name, LLVMTypeRef *overload, int noverload,
+                                   LLVMValueRef *args, unsigned nargs) {
   Cg *cg = g->cg;
-  static const char name[] = "llvm.fmuladd";
-  unsigned id = LLVMLookupIntrinsicID(name, sizeof name - 1);
-  LLVMTypeRef ty = g->t_vec;
-  LLVMValueRef decl = LLVMGetIntrinsicDeclaration(cg->mod, id, &ty, 1);
-  LLVMValueRef args[3] = {x, y, acc};
-  return LLVMBuildCall2(g->b, LLVMIntrinsicGetType(cg->ctx, id, &ty, 1), decl, args, 3, "");
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMValueRef decl = LLVMGetIntrinsicDeclaration(cg->mod, id, overload, (size_t)noverload);
+  return LLVMBuildCall2(g->b, LLVMIntrinsicGetType(cg->ctx, id, overload, (size_t)noverload), decl,
+                        args, nargs, "");
 }
 
-/* acc[r * nv + v] += sum over kk of Ap[kk * MR + r] * Bp[kk * NR + v * VL ..]:
- * returns the final accumulators in acc (which starts at zero). */
-static void micro_kernel(Gemm *g, LLVMValueRef apanel, LLVMValueRef bpanel, LLVMValueRef kc,
-                         LLVMValueRef *acc) {
+static LLVMValueRef fmuladd(Gemm *g, LLVMValueRef x, LLVMValueRef y, LLVMValueRef acc) {
+  LLVMValueRef args[3] = {x, y, acc};
+  return call_intrinsic(g, "llvm.fmuladd", &g->t_vec, 1, args, 3);
+}
+
+/* A vector of C's row or of B's: lanes outside the mask are neither read
+ * (they may lie past the end of the matrix) nor written. */
+static LLVMValueRef masked_load(Gemm *g, LLVMValueRef ptr, LLVMValueRef mask) {
+  LLVMTypeRef ov[2] = {g->t_vec, g->cg->t_ptr};
+  LLVMValueRef args[4] = {ptr, LLVMConstInt(g->cg->t_i32, 4, false), mask, LLVMConstNull(g->t_vec)};
+  return call_intrinsic(g, "llvm.masked.load", ov, 2, args, 4);
+}
+static void masked_store(Gemm *g, LLVMValueRef val, LLVMValueRef ptr, LLVMValueRef mask) {
+  LLVMTypeRef ov[2] = {g->t_vec, g->cg->t_ptr};
+  LLVMValueRef args[4] = {val, ptr, LLVMConstInt(g->cg->t_i32, 4, false), mask};
+  call_intrinsic(g, "llvm.masked.store", ov, 2, args, 4);
+}
+
+/* Where the micro-kernel reads its operands: A's row r at arow[r], its k
+ * values a_k apart (a packed panel: rows 1 apart, k MR apart; or A itself);
+ * B's row kk at bpanel + kk * b_k, its columns contiguous (a packed panel:
+ * b_k = NR; or B itself when its rows are contiguous), nv vectors under
+ * masks[] (the columns that exist). */
+typedef struct Operands {
+  LLVMValueRef arow[GEMM_MAX_CARRY], a_k;
+  LLVMValueRef bpanel, b_k, masks[8];
+} Operands;
+
+/* acc[r * nv + v] = sum over kk < kc of A(r, kk) * B(kk, v * VL ..), one
+ * rank-1 update per kk, in the order of kk: every element of C is the same
+ * chain of multiply-adds whatever the tile shape, the packing or the thread
+ * that computes it. */
+static void micro_kernel(Gemm *g, Tile t, const Operands *o, LLVMValueRef kc, LLVMValueRef *acc) {
   const GemmGeom *geo = &g->geo;
-  int nacc = geo->mr * geo->nv;
+  int nacc = t.rows * t.nv;
   LLVMValueRef init[GEMM_MAX_CARRY];
   for (int i = 0; i < nacc; i++)
     init[i] = LLVMConstNull(g->t_vec);
   GLoop l;
   LLVMValueRef kk = loop_open(g, &l, ci(g, 0), kc, init, nacc);
-  LLVMValueRef arow = gep(g, apanel, mul(g, kk, ci(g, geo->mr)));
-  LLVMValueRef brow = gep(g, bpanel, mul(g, kk, ci(g, geo->nr)));
+  LLVMValueRef aoff = mul(g, kk, o->a_k);
+  LLVMValueRef brow = gep(g, o->bpanel, mul(g, kk, o->b_k));
   LLVMValueRef bv[8];
-  unsigned valign = (unsigned)geo->lanes * 4;
-  for (int v = 0; v < geo->nv; v++)
-    bv[v] = load(g, g->t_vec, gep(g, brow, ci(g, (int64_t)v * geo->lanes)), valign);
-  LLVMValueRef next[GEMM_MAX_CARRY];
-  for (int r = 0; r < geo->mr; r++) {
-    LLVMValueRef av = splat(g, load(g, g->cg->t_f32, gep(g, arow, ci(g, r)), 4));
-    for (int v = 0; v < geo->nv; v++)
-      next[r * geo->nv + v] = fmuladd(g, av, bv[v], l.carry[r * geo->nv + v]);
+  for (int v = 0; v < t.nv; v++)
+    bv[v] = masked_load(g, gep(g, brow, ci(g, (int64_t)v * geo->lanes)), o->masks[v]);
+  LLVMValueRef next[GEMM_MAX_CARRY] = {0};
+  for (int r = 0; r < t.rows; r++) {
+    LLVMValueRef av = splat(g, load(g, g->cg->t_f32, gep(g, o->arow[r], aoff), 4));
+    for (int v = 0; v < t.nv; v++)
+      next[r * t.nv + v] = fmuladd(g, av, bv[v], l.carry[r * t.nv + v]);
   }
-  g->plain_loops = false;
+  /* Not unrolled either: with three tile shapes, unrolling cost 5 ms of JIT
+   * time per GEMM function and gained nothing measurable (the loop's own
+   * cost is two instructions next to 12 to 24 multiply-adds). */
   loop_close(g, &l, ci(g, 1), next);
-  g->plain_loops = true;
   for (int i = 0; i < nacc; i++)
     acc[i] = l.carry[i];
 }
 
-/* Write a tile: C = acc on the first k block (fresh), C += acc on later
- * ones or when the call accumulates. */
-static void store_tile(Gemm *g, LLVMValueRef ctile, LLVMValueRef mr, LLVMValueRef nr,
-                       LLVMValueRef fresh, LLVMValueRef *acc) {
-  const GemmGeom *geo = &g->geo;
-  Cg *cg = g->cg;
-  LLVMValueRef full = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, mr, ci(g, geo->mr), ""),
-                                   LLVMBuildICmp(g->b, LLVMIntEQ, nr, ci(g, geo->nr), ""), "");
-  GIf whole;
-  if_open(g, &whole, full);
-  {
-    /* Straight vector stores (C's rows need not be aligned). */
-    GIf once;
-    if_open(g, &once, fresh);
-    for (int pass = 0; pass < 2; pass++) {
-      for (int r = 0; r < geo->mr; r++) {
-        LLVMValueRef crow = gep(g, ctile, mul(g, ci(g, r), g->ldc));
-        for (int v = 0; v < geo->nv; v++) {
-          LLVMValueRef ptr = gep(g, crow, ci(g, (int64_t)v * geo->lanes));
-          LLVMValueRef val = acc[r * geo->nv + v];
-          if (pass == 1) val = LLVMBuildFAdd(g->b, load(g, g->t_vec, ptr, 4), val, "");
-          store(g, val, ptr, 4);
-        }
-      }
-      if (pass == 0) if_else(g, &once);
+/* Write the tile's mr x nr corner: C = acc on the first k block (fresh),
+ * C += acc on later ones or when the call accumulates.  Columns past nr are
+ * masked off; rows at or past mr are skipped (rows below `surely` always
+ * exist for this tile shape).  Branches on the rows compiled faster than
+ * masks for them. */
+static void store_tile(Gemm *g, Tile t, LLVMValueRef ctile, LLVMValueRef mr, int surely,
+                       LLVMValueRef fresh, const LLVMValueRef *masks, const LLVMValueRef *acc) {
+  for (int r = 0; r < t.rows; r++) {
+    GIf exists = {0};
+    if (r >= surely) if_open(g, &exists, LLVMBuildICmp(g->b, LLVMIntSLT, ci(g, r), mr, ""));
+    LLVMValueRef crow = gep(g, ctile, mul(g, ci(g, r), g->ldc));
+    for (int v = 0; v < t.nv; v++) {
+      LLVMValueRef ptr = gep(g, crow, ci(g, (int64_t)v * g->geo.lanes));
+      LLVMValueRef val = acc[r * t.nv + v];
+      LLVMValueRef sum = LLVMBuildFAdd(g->b, masked_load(g, ptr, masks[v]), val, "");
+      masked_store(g, LLVMBuildSelect(g->b, fresh, val, sum, ""), ptr, masks[v]);
     }
-    if_close(g, &once);
+    if (r >= surely) {
+      if_else(g, &exists);
+      if_close(g, &exists);
+    }
   }
-  if_else(g, &whole);
-  {
-    /* An edge tile: through the buffer, then element by element. */
-    unsigned valign = (unsigned)geo->lanes * 4;
-    for (int r = 0; r < geo->mr; r++)
-      for (int v = 0; v < geo->nv; v++)
-        store(g, acc[r * geo->nv + v],
-              gep(g, g->tile, ci(g, (int64_t)r * geo->nr + (int64_t)v * geo->lanes)), valign);
-    GLoop lr, lj;
-    LLVMValueRef r = loop_simple(g, &lr, ci(g, 0), mr);
-    LLVMValueRef crow = gep(g, ctile, mul(g, r, g->ldc));
-    LLVMValueRef trow = gep(g, g->tile, mul(g, r, ci(g, geo->nr)));
-    LLVMValueRef j = loop_simple(g, &lj, ci(g, 0), nr);
-    LLVMValueRef val = load(g, cg->t_f32, gep(g, trow, j), 4);
-    LLVMValueRef old = LLVMBuildSelect(g->b, fresh, LLVMConstReal(cg->t_f32, 0.0),
-                                       load(g, cg->t_f32, gep(g, crow, j), 4), "");
-    store(g, LLVMBuildFAdd(g->b, old, val, ""), gep(g, crow, j), 4);
-    loop_close(g, &lj, ci(g, 1), NULL);
-    loop_close(g, &lr, ci(g, 1), NULL);
+}
+
+/* One tile: its operands' rows (A's clamped to the last that exists: a row
+ * past mr reads a row that does exist, and its result is never stored),
+ * then the micro-kernel and the store. */
+static void tile_product(Gemm *g, Tile t, int surely, Operands *o, LLVMValueRef abase,
+                         LLVMValueRef a_r, LLVMValueRef mr, LLVMValueRef kc, LLVMValueRef ctile,
+                         LLVMValueRef fresh) {
+  LLVMValueRef last = sub(g, mr, ci(g, 1));
+  for (int r = 0; r < t.rows; r++) {
+    LLVMValueRef row = r < surely ? ci(g, r) : min64(g, ci(g, r), last);
+    o->arow[r] = gep(g, abase, mul(g, row, a_r));
   }
-  if_close(g, &whole);
+  LLVMValueRef acc[GEMM_MAX_CARRY];
+  micro_kernel(g, t, o, kc, acc);
+  store_tile(g, t, ctile, mr, surely, fresh, o->masks, acc);
 }
 
 /* ---- the function ------------------------------------------------------------ */
@@ -359,16 +400,28 @@ static LLVMValueRef stack_buffer(Gemm *g, int64_t floats, const char *name) {
   return buf;
 }
 
+static LLVMValueRef pick(Gemm *g, LLVMValueRef cond, LLVMValueRef x, LLVMValueRef y) {
+  return LLVMBuildSelect(g->b, cond, x, y, "");
+}
+
 static void gemm_body(Gemm *g) {
   const GemmGeom *geo = &g->geo;
   Cg *cg = g->cg;
   g->ap = stack_buffer(g, (int64_t)geo->mc * geo->kc, "apack");
   g->bp = stack_buffer(g, (int64_t)geo->kc * geo->nc, "bpack");
-  g->tile = stack_buffer(g, (int64_t)geo->mr * geo->nr, "tile");
-  /* Only the micro-kernel and the contiguous packing copies are worth
-   * LLVM's unrolling and vectorising; elsewhere those cost JIT time and
-   * gain nothing measurable. */
+  /* Only the contiguous packing copies are worth LLVM's unrolling and
+   * vectorising; elsewhere those cost JIT time and gain nothing measurable. */
   g->plain_loops = true;
+
+  /* Small products read A and B where they are (see the file comment). */
+  LLVMValueRef macs = mul(g, mul(g, g->m, g->k), g->p);
+  LLVMValueRef small = LLVMBuildICmp(g->b, LLVMIntSLE, macs, ci(g, GEMM_DIRECT_MACS), "");
+  LLVMValueRef direct_a = small;
+  LLVMValueRef direct_b =
+      LLVMBuildAnd(g->b, small, LLVMBuildICmp(g->b, LLVMIntEQ, g->b_j, ci(g, 1), ""), "direct_b");
+  LLVMValueRef a_r = pick(g, direct_a, g->a_i, ci(g, 1));
+  LLVMValueRef a_k = pick(g, direct_a, g->a_k, ci(g, geo->mr));
+  LLVMValueRef b_k = pick(g, direct_b, g->b_k, ci(g, geo->nr));
 
   GLoop ljc, lpc, lic, ljr, lir;
   LLVMValueRef jc = loop_simple(g, &ljc, ci(g, 0), g->p);
@@ -379,23 +432,54 @@ static void gemm_body(Gemm *g) {
                                     LLVMBuildNot(g->b, g->accumulate, ""), "fresh");
   /* B[pc.., jc..] into NR-column panels. */
   LLVMValueRef bsrc = gep(g, g->bm, add(g, mul(g, pc, g->b_k), mul(g, jc, g->b_j)));
+  GIf pack;
+  if_open(g, &pack, LLVMBuildNot(g->b, direct_b, ""));
   pack_block_any(g, g->bp, bsrc, nc, kc, geo->nr, g->b_j, g->b_k);
+  if_else(g, &pack);
+  if_close(g, &pack);
 
   LLVMValueRef ic = loop_simple(g, &lic, ci(g, 0), g->m);
   LLVMValueRef mc = min64(g, ci(g, geo->mc), sub(g, g->m, ic));
   LLVMValueRef asrc = gep(g, g->a, add(g, mul(g, ic, g->a_i), mul(g, pc, g->a_k)));
+  if_open(g, &pack, LLVMBuildNot(g->b, direct_a, ""));
   pack_block_any(g, g->ap, asrc, mc, kc, geo->mr, g->a_i, g->a_k);
+  if_else(g, &pack);
+  if_close(g, &pack);
 
   LLVMValueRef jr = loop_simple(g, &ljr, ci(g, 0), nc);
   LLVMValueRef nr = min64(g, ci(g, geo->nr), sub(g, nc, jr));
-  LLVMValueRef bpanel = gep(g, g->bp, mul(g, jr, kc));
+  Operands o = {.a_k = a_k, .b_k = b_k};
+  o.bpanel = pick(g, direct_b, gep(g, bsrc, jr), gep(g, g->bp, mul(g, jr, kc)));
+  /* The columns that exist: lane j of vector v is column v * VL + j. */
+  LLVMTypeRef t_lanes = LLVMVectorType(cg->t_i32, (unsigned)geo->lanes);
+  LLVMValueRef lane[16], nr_vec = LLVMBuildInsertElement(g->b, LLVMGetPoison(t_lanes),
+                                                         LLVMBuildTrunc(g->b, nr, cg->t_i32, ""),
+                                                         LLVMConstInt(cg->t_i32, 0, false), "");
+  nr_vec = LLVMBuildShuffleVector(g->b, nr_vec, LLVMGetPoison(t_lanes), LLVMConstNull(t_lanes), "");
+  for (int v = 0; v < geo->nv; v++) {
+    for (int j = 0; j < geo->lanes; j++)
+      lane[j] = LLVMConstInt(cg->t_i32, (unsigned long long)(v * geo->lanes + j), false);
+    o.masks[v] =
+        LLVMBuildICmp(g->b, LLVMIntSLT, LLVMConstVector(lane, (unsigned)geo->lanes), nr_vec, "");
+  }
   LLVMValueRef ir = loop_simple(g, &lir, ci(g, 0), mc);
   LLVMValueRef mr = min64(g, ci(g, geo->mr), sub(g, mc, ir));
-  LLVMValueRef apanel = gep(g, g->ap, mul(g, ir, kc));
-  LLVMValueRef acc[GEMM_MAX_CARRY];
-  micro_kernel(g, apanel, bpanel, kc, acc);
+  LLVMValueRef abase =
+      pick(g, direct_a, gep(g, asrc, mul(g, ir, g->a_i)), gep(g, g->ap, mul(g, ir, kc)));
   LLVMValueRef ctile = gep(g, g->c, add(g, mul(g, add(g, ic, ir), g->ldc), add(g, jc, jr)));
-  store_tile(g, ctile, mr, nr, fresh, acc);
+  /* The tile shape: half height for the last rows when at most MR/2 are
+   * left, one vector for the last columns when at most VL are left. */
+  int half = geo->mr / 2;
+  GIf few_rows, few_cols;
+  if_open(g, &few_rows, LLVMBuildICmp(g->b, LLVMIntSLE, mr, ci(g, half), ""));
+  tile_product(g, (Tile){half, geo->nv}, 1, &o, abase, a_r, mr, kc, ctile, fresh);
+  if_else(g, &few_rows);
+  if_open(g, &few_cols, LLVMBuildICmp(g->b, LLVMIntSLE, nr, ci(g, geo->lanes), ""));
+  tile_product(g, (Tile){geo->mr, 1}, half + 1, &o, abase, a_r, mr, kc, ctile, fresh);
+  if_else(g, &few_cols);
+  tile_product(g, (Tile){geo->mr, geo->nv}, half + 1, &o, abase, a_r, mr, kc, ctile, fresh);
+  if_close(g, &few_cols);
+  if_close(g, &few_rows);
   loop_close(g, &lir, ci(g, geo->mr), NULL);
   loop_close(g, &ljr, ci(g, geo->nr), NULL);
   loop_close(g, &lic, ci(g, geo->mc), NULL);

@@ -56,7 +56,12 @@ int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPE
 int64_t cg_kernel_work(const DlProgram *p, int k);
 /* What kernel k's function depends on, as a string (arena memory): kernels
  * with equal signatures share one function. */
-const char *cg_kernel_signature(const DlProgram *p, int k, DlArena *arena);
+const char *cg_kernel_signature(const DlProgram *p, int k, DlTargetKind target, DlArena *arena);
+/* For a kernel that is a lone slice of a buffer with strides independent of
+ * the batch size, on the CPU: the element offset of the window's start,
+ * which the caller adds to the input's pointer (so that slices differing in
+ * their start only are one function).  Else -1: the kernel adds it. */
+int64_t cg_slice_shift(const DlProgram *p, int k, DlTargetKind target);
 /* Emit kernel k into cg->mod and record it in cg->kernel[k].  Returns false
  * (diagnostic recorded) on failure. */
 bool cg_emit_kernel(Cg *cg, int k);

@@ -1199,10 +1199,18 @@ static bool emit_matmul(CgFn *f) {
       !broadcast_strides(sb->d, st_b, rb - 2, so->d, ro - 2, nest.stride[2]))
     return internal(f, "matmul batch dimensions do not broadcast");
   if (!on_gpu(f)) {
-    /* Small products of static size: the loop nest, which LLVM unrolls and
-     * vectorises whole; the packing of the GEMM would cost more than it
-     * saves.  Everything else: the GEMM.  Then the epilogue, in place. */
-    bool tiny = c.m.k == 0 && c.k.k == 0 && c.p.k == 0 && m * k * p <= 4096;
+    /* Small products (at most 4096 multiply-adds over the whole batch at
+     * the planned batch size): the loop nest, which LLVM unrolls and
+     * vectorises (whole, when the size is static); the packing of the GEMM
+     * would cost more than it saves, and a model whose products are all
+     * small (XOR, the worked examples) then needs no GEMM function, which
+     * is most of its JIT time.  Everything else: the GEMM.  Then the
+     * epilogue, in place. */
+    int64_t nmax = f->cg->prog->max_batch;
+    int64_t macs = sym_at(c.m, nmax) * sym_at(c.k, nmax) * sym_at(c.p, nmax);
+    for (int d = 0; d < nest.rank; d++)
+      macs *= sym_at(nest.dim[d], nmax);
+    bool tiny = macs <= 4096;
     /* [B.., M, K] @ [K, P] with b the same matrix for the whole batch and a
      * and out contiguous: one product of B M rows (a big GEMM, not B small
      * ones). */
@@ -1614,7 +1622,10 @@ static bool emit_layout(CgFn *f) {
     return true;
   }
   if (nd->op == DL_OP_SLICE) {
-    c.in_base = offset_value(f, nd->attr.slice.start, a_st, r);
+    /* The window's start: here, or added to the input's pointer by the
+     * caller (cg_slice_shift). */
+    if (cg_slice_shift(f->cg->prog, f->k, f->cg->target) < 0)
+      c.in_base = offset_value(f, nd->attr.slice.start, a_st, r);
     emit_copy(f, so, out_st, a_st, &c);
     return true;
   }
@@ -2551,6 +2562,23 @@ int cg_kernel_buffers(const DlProgram *p, int k, DlNodeId bufs[DL_KERNEL_MAX_OPE
   return nb;
 }
 
+int64_t cg_slice_shift(const DlProgram *p, int k, DlTargetKind target) {
+  const DlKernel *kern = &p->kernels[k];
+  if (target != DL_TARGET_CPU || kern->kind != DL_KERNEL_OP || kern->nnodes != 1) return -1;
+  const DlNode *nd = dl_node(p->g, kern->root);
+  if (nd->op != DL_OP_SLICE || operand_inlined(p, k, nd->in[0])) return -1;
+  const DlShape *sa = &dl_node(p->g, nd->in[0])->shape;
+  CgSym st[DL_MAX_RANK];
+  contiguous_strides(sa, st);
+  int64_t shift = 0;
+  for (int d = 0; d < sa->rank; d++) {
+    if (nd->attr.slice.start[d] == 0) continue;
+    if (st[d].k != 0) return -1; /* a stride that depends on the batch size */
+    shift += nd->attr.slice.start[d] * st[d].c;
+  }
+  return shift;
+}
+
 /* ---- kernels that are the same function ------------------------------------------
  *
  * A kernel's function sees its buffers only as parameters, so two kernels
@@ -2588,7 +2616,7 @@ static void sig_shape(char **b, size_t *l, size_t *c, DlArena *a, const DlShape 
   sig_put(b, l, c, a, "]");
 }
 
-const char *cg_kernel_signature(const DlProgram *p, int k, DlArena *arena) {
+const char *cg_kernel_signature(const DlProgram *p, int k, DlTargetKind target, DlArena *arena) {
   const DlGraph *g = p->g;
   const DlKernel *kern = &p->kernels[k];
   char *b = NULL;
@@ -2616,8 +2644,15 @@ const char *cg_kernel_signature(const DlProgram *p, int k, DlArena *arena) {
     sig_put(&b, &l, &c, arena, "n%d", (int)nd->op);
     sig_shape(&b, &l, &c, arena, &nd->shape);
     /* The attributes: constructors zero the union first, so its bytes are
-     * the attributes (kernels hold no leaves, whose attributes point). */
-    const unsigned char *attr = (const unsigned char *)&nd->attr;
+     * the attributes (kernels hold no leaves, whose attributes point).  A
+     * slice whose window the caller finds (cg_slice_shift) leaves out its
+     * start: the 32 x[:, t, :] of an unrolled LSTM are one function. */
+    unsigned char attr[sizeof nd->attr];
+    memcpy(attr, &nd->attr, sizeof attr);
+    if (cg_slice_shift(p, k, target) >= 0)
+      memset(attr +
+                 ((const unsigned char *)nd->attr.slice.start - (const unsigned char *)&nd->attr),
+             0, sizeof nd->attr.slice.start);
     for (size_t byte = 0; byte < sizeof nd->attr; byte++)
       sig_put(&b, &l, &c, arena, "%02x", attr[byte]);
     for (int j = 0; j < nd->nin; j++) {

@@ -345,6 +345,16 @@ static LLVMValueRef emit_entry(Cg *cg, DlEntryKind k) {
   const char *name = dl_arena_printf(cg->cc->arena, "%s_entry_%s", cg->prefix, dl_entry_names[k]);
   LLVMValueRef fn = LLVMAddFunction(cg->mod, name, fty);
   set_cpu_attrs(cg, fn);
+  /* A straight line of calls, run once per step: there is nothing for O3
+   * to gain, and the LSTM's entries (900 calls each) took a quarter of its
+   * JIT time when optimised.  optnone (which needs noinline) also gives
+   * them LLVM's fast instruction selector. */
+  static const char *const plain[] = {"optnone", "noinline"};
+  for (int i = 0; i < 2; i++)
+    LLVMAddAttributeAtIndex(
+        fn, LLVMAttributeFunctionIndex,
+        LLVMCreateEnumAttribute(
+            cg->ctx, LLVMGetEnumAttributeKindForName(plain[i], strlen(plain[i])), 0));
   LLVMValueRef mem = LLVMGetParam(fn, 0), n = LLVMGetParam(fn, 1), pool = LLVMGetParam(fn, 2);
   LLVMSetValueName2(mem, "mem", 3);
   LLVMSetValueName2(n, "n", 1);
@@ -357,6 +367,7 @@ static LLVMValueRef emit_entry(Cg *cg, DlEntryKind k) {
     DlNodeId bufs[1 + DL_KERNEL_MAX_OPERANDS];
     int nbufs = 1 + cg_kernel_buffers(prog, kk, bufs + 1);
     bufs[0] = dl_buffer_of(prog, kern->root);
+    int64_t shift = cg_slice_shift(prog, kk, cg->target);
     LLVMValueRef call_args[DL_KERNEL_MAX_OPERANDS + 3];
     for (int j = 0; j < nbufs; j++) {
       int64_t off = prog->offset[bufs[j]];
@@ -367,7 +378,7 @@ static LLVMValueRef emit_entry(Cg *cg, DlEntryKind k) {
         LLVMBuildRetVoid(cg->b);
         return NULL;
       }
-      LLVMValueRef idx = i64c(cg, off);
+      LLVMValueRef idx = i64c(cg, off + (j == 1 && shift > 0 ? shift : 0));
       call_args[j] = LLVMBuildInBoundsGEP2(cg->b, cg->t_f32, mem, &idx, 1, "");
     }
     call_args[nbufs] = n;
@@ -474,7 +485,7 @@ char *cg_optimise(LLVMModuleRef mod, LLVMTargetMachineRef tm, int level) {
 
 /* same[k]: the first kernel whose function kernel k can call (itself when
  * no earlier kernel has its signature).  Hashed, then compared. */
-static int *same_kernels(DlCompiler *cc, const DlProgram *prog) {
+static int *same_kernels(DlCompiler *cc, const DlProgram *prog, DlTargetKind target) {
   int nk = prog->nkernels;
   int *same = malloc(sizeof(int) * (size_t)(nk + 1));
   const char **sig = malloc(sizeof(char *) * (size_t)(nk + 1));
@@ -485,7 +496,7 @@ static int *same_kernels(DlCompiler *cc, const DlProgram *prog) {
   for (size_t i = 0; i < cap; i++)
     table[i] = -1;
   for (int k = 0; k < nk; k++) {
-    sig[k] = cg_kernel_signature(prog, k, cc->arena);
+    sig[k] = cg_kernel_signature(prog, k, target, cc->arena);
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (const char *c = sig[k]; *c; c++)
       h = (h ^ (unsigned char)*c) * 1099511628211ull;
@@ -526,7 +537,7 @@ LLVMModuleRef cg_build_module(DlCompiler *cc, const DlProgram *prog, const CgOpt
   cg.t_ptr = LLVMPointerTypeInContext(ctx, 0);
   cg.t_void = LLVMVoidTypeInContext(ctx);
   cg.kernel = dl_arena_alloc(cc->arena, sizeof(LLVMValueRef) * (size_t)(prog->nkernels + 1));
-  int *same = same_kernels(cc, prog);
+  int *same = same_kernels(cc, prog, o->target);
   /* A function whose calls together do little work (a few thousand
    * elements, less where it computes exp or tanh) runs in microseconds
    * either way, while vectorised and unrolled loops cost milliseconds of

@@ -19,7 +19,7 @@ static const char bench_help[] =
     "options:\n"
     "  --batch B     rows per step (default: the train block's batch, else 32)\n"
     "  --steps N     timed steps (default 100; warm-up: N/10, at least 3)\n"
-    "  --threads T   threads the kernels run on (default: one per core)\n"
+    "  --threads T   threads to compile and run on (default: one per core)\n"
     "  --no-fuse     one kernel per node (to measure what fusion gains)\n"
     "  --infer       also time inference (the forward entry point)\n"
     "  --stats       also print the plan (as 'dlcc compile --stats')\n"

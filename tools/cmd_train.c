@@ -56,7 +56,7 @@ static const char train_help[] =
     "  --progress, --no-progress   force the progress bar on or off\n"
     "  --verbose, -v       print every epoch (default: about ten lines)\n"
     "  --quiet, -q         print only the final result\n"
-    "  --threads T         threads the kernels run on (default: one per core)\n"
+    "  --threads T         threads to compile and run on (default: one per core)\n"
     "  -O0 .. -O3          LLVM optimisation level (default -O3)\n";
 
 /* Per-epoch values of one run, for plots. */
@@ -578,7 +578,7 @@ static const char run_help[] =
     "  --input CSV    rows of input values (then optional target values), no header\n"
     "  --seed S       seed for initialising parameters (without --load)\n"
     "  --batch B      rows per forward call (default: train block, else 32)\n"
-    "  --threads T    threads the kernels run on (default: one per core)\n"
+    "  --threads T    threads to compile and run on (default: one per core)\n"
     "  -O0 .. -O3     LLVM optimisation level\n";
 
 static void print_named(const char *name, const float *data, int rank, const int64_t *dims) {

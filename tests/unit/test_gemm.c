@@ -4,7 +4,9 @@
  * multiple of every tile size), k larger than the k block (several k blocks
  * and a remainder), m larger than the m block, p larger than the n block,
  * and k or p given by the batch size at run time, in all four transposition
- * cases.  Each product is one matmul node; its rows are the batch dimension
+ * cases; the tile shapes (full, half height, one vector wide) at their
+ * edges, and products read in place (small) and through packed panels
+ * (large).  Each product is one matmul node; its rows are the batch dimension
  * N where the case says so, so m is a run-time value too.
  *
  * Tolerance: float accumulation in any order is within k * eps of the exact
@@ -118,14 +120,33 @@ static void run_case(const GemmCase *gc, bool ta, bool tb) {
 
 int main(void) {
   static const GemmCase cases[] = {
-      {1, 1, 1, STATIC},       {1, 1, 1, M_IS_N},      {17, 33, 9, M_IS_N},
-      {17, 33, 9, STATIC},     {2, 3, 70, M_IS_N},     {255, 255, 255, M_IS_N},
-      {257, 257, 257, M_IS_N}, {19, 1100, 13, M_IS_N}, /* several k blocks and a remainder */
-      {300, 20, 40, M_IS_N},                           /* more rows than one m block */
-      {5, 7, 600, STATIC},                             /* more columns than one n block */
-      {37, 600, 41, K_IS_N},                           /* x^T @ dy: k is the batch */
-      {20, 30, 600, P_IS_N},                           /* W @ x^T: p is the batch */
-      {64, 1, 64, M_IS_N},                             /* k = 1 */
+      {1, 1, 1, STATIC},
+      {1, 1, 1, M_IS_N},
+      {17, 33, 9, M_IS_N},
+      {17, 33, 9, STATIC},
+      {2, 3, 70, M_IS_N},
+      {255, 255, 255, M_IS_N},
+      {257, 257, 257, M_IS_N},
+      {19, 1100, 13, M_IS_N}, /* several k blocks and a remainder */
+      {300, 20, 40, M_IS_N},  /* more rows than one m block */
+      {5, 7, 600, STATIC},    /* more columns than one n block */
+      {37, 600, 41, K_IS_N},  /* x^T @ dy: k is the batch */
+      {20, 30, 600, P_IS_N},  /* W @ x^T: p is the batch */
+      {64, 1, 64, M_IS_N},    /* k = 1 */
+      /* The tile shapes at their edges: one vector of columns (p <= 16, and
+       * a last panel of 1 or 16 columns), half height (6 rows or fewer, and
+       * the last 1 or 6 rows after full tiles), full height with clamped
+       * rows (7 and 11 rows). */
+      {64, 128, 10, M_IS_N},
+      {13, 40, 16, M_IS_N},
+      {18, 9, 33, M_IS_N},
+      {6, 25, 784, STATIC},
+      {16, 150, 64, M_IS_N},
+      {7, 70, 48, M_IS_N},
+      {11, 300, 17, M_IS_N},
+      /* Over GEMM_DIRECT_MACS (2^27): packed panels, a last panel of 10
+       * columns and a last tile of 6 rows. */
+      {126, 1100, 970, M_IS_N},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     for (int t = 0; t < 4; t++)
