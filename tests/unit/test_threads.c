@@ -281,6 +281,23 @@ static void test_conv_same_bits(void) {
   dl_compiler_free(cc);
 }
 
+/* A filter gradient whose chunks' sums would not all fit on the stack: 72
+ * filters of 16 x 3 x 3 make 7 chunks, not 8, and a batch of 9 samples
+ * cuts them unevenly. */
+static void test_filter_chunks_same_bits(void) {
+  DlCompiler *cc = dl_compiler_new();
+  DlGraph *g = dl_graph_new(cc, "chunks");
+  DlInit uni = {.kind = DL_INIT_UNIFORM, .a = -0.1, .b = 0.1};
+  DlNodeId x = dl_input(g, L, "x", dl_shape_make(4, (int64_t[]){N, 16, 20, 20}), DL_ROLE_INPUT);
+  DlNodeId w = dl_param(g, L, "C", dl_shape_make(4, (int64_t[]){72, 16, 3, 3}), uni);
+  DlNodeId z = dl_conv2d(g, L, x, w, 1, 1, 1, 1);
+  g->output = z;
+  g->loss = dl_reduce(g, DL_OP_MEAN, L, dl_binary(g, DL_OP_MUL, L, z, z), 0, false);
+  static const char *const expect[] = {"conv2d_grad_filter_part_task", "[62208 x float]", NULL};
+  check_same_bits(cc, g, 9, w, expect);
+  dl_compiler_free(cc);
+}
+
 /* Pooling and its gradients give ranges of planes to threads: windows that
  * tile the input (max, 2 x 2), windows that overlap (max, 3 x 3 at stride 2,
  * whose gradient adds into dx, cleared range by range, and which leave the
@@ -317,6 +334,7 @@ int main(void) {
   test_side_sums_same_bits();
   test_conv_same_bits();
   test_pool_same_bits();
+  test_filter_chunks_same_bits();
   if (check_failures) {
     printf("test_threads: %d checks failed\n", check_failures);
     return 1;
