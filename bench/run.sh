@@ -146,22 +146,41 @@ if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
 fi
 echo "$header"
 echo "$rule"
-sizes="64x64x64 128x128x128 256x256x256 512x512x512 1024x1024x1024 64x784x256 64x256x128 64x128x10 256x784x256 256x256x128"
+# The square sizes of the GEMM goal, then the products of the benchmark
+# models (a: A stored transposed, b: B): the MLP's layers and its backward
+# products, LeNet-5's per-sample convolution products and filter gradients,
+# the LSTM's per-step products, the Transformer's attention scores.
+sizes="64x64x64 128x128x128 256x256x256 512x512x512 1024x1024x1024 64x784x256 64x256x128 64x128x10
+  256x784x256 256x256x128 128x64x10a 64x128x256b 6x25x784 16x150x64 6x784x25b 16x64x150b
+  32x64x512 32x128x512 64x32x64b"
 [ $quick = 1 ] && sizes="64x64x64 256x256x256 64x784x256"
 for s in $sizes; do
-  IFS=x read -r m k p <<<"$s"
+  layout=${s//[0-9x]/}
+  IFS=x read -r m k p <<<"${s//[ab]/}"
   f="$tmp/mm_$s.nnl"
-  printf 'model mm {\n  input a : [N, %d]\n  param W : [%d, %d] = uniform(-1, 1)\n  out = a @ W\n}\n' \
-    "$k" "$k" "$p" >"$f"
+  case "$layout" in
+    a) # C [m, p] = A^T D with A stored [k, m]: the batch dimension is k
+      printf 'model mm {\n  input a : [N, %d]\n  input d : [N, %d]\n  out = transpose(a) @ d\n}\n' \
+        "$m" "$p" >"$f"
+      batch=$k ;;
+    b)
+      printf 'model mm {\n  input a : [N, %d]\n  param W : [%d, %d] = uniform(-1, 1)\n  out = a @ transpose(W)\n}\n' \
+        "$k" "$p" "$k" >"$f"
+      batch=$m ;;
+    *)
+      printf 'model mm {\n  input a : [N, %d]\n  param W : [%d, %d] = uniform(-1, 1)\n  out = a @ W\n}\n' \
+        "$k" "$k" "$p" >"$f"
+      batch=$m ;;
+  esac
   gsteps=$(awk -v w="$m $k $p" 'BEGIN { split(w, d, " "); s = int(2e9 / (2 * d[1] * d[2] * d[3]));
     print (s < 20 ? 20 : s > 2000 ? 2000 : s) }')
-  "$dlcc" bench "$f" --batch "$m" --steps "$gsteps" --infer --threads 1 >"$tmp/mm.out"
+  "$dlcc" bench "$f" --batch "$batch" --steps "$gsteps" --infer --threads 1 >"$tmp/mm.out"
   ms=$(median_of "$tmp/mm.out" inference)
   d=$(awk -v ms="$ms" -v m="$m" -v k="$k" -v p="$p" 'BEGIN { printf "%.1f", 2 * m * k * p / (ms * 1e6) }')
-  o=$(OPENBLAS_NUM_THREADS=1 "${blas_env[@]}" "$py" "$torch_bench" sgemm "$m" "$k" "$p" 1)
+  o=$(OPENBLAS_NUM_THREADS=1 "${blas_env[@]}" "$py" "$torch_bench" sgemm "$m" "$k" "$p" 1 $layout)
   line="| $s | $d | $o | $(awk -v a="$d" -v b="$o" 'BEGIN { printf "%.2f", a / b }') |"
   if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
-    line="$line $(OPENBLAS_NUM_THREADS=1 "$py" "$torch_bench" sgemm "$m" "$k" "$p" 1) |"
+    line="$line $(OPENBLAS_NUM_THREADS=1 "$py" "$torch_bench" sgemm "$m" "$k" "$p" 1 $layout) |"
   fi
   echo "$line"
 done

@@ -2,7 +2,8 @@
 """torch_bench.py - the PyTorch side of bench/run.sh.
 
     python3 torch_bench.py train MODEL BATCH THREADS STEPS   -> median ms per training step
-    python3 torch_bench.py sgemm M K P THREADS               -> GFLOP/s of numpy (OpenBLAS) sgemm
+    python3 torch_bench.py sgemm M K P THREADS [a|b]         -> GFLOP/s of numpy (OpenBLAS) sgemm
+                                                                (a: A stored transposed, b: B)
     python3 torch_bench.py blas                              -> which BLAS and kernel numpy/torch use
 
 A training step is what `dlcc bench` times: forward, loss, backward, the SGD
@@ -77,12 +78,16 @@ def train(name, batch, threads, steps):
     print(f"{median(ts) * 1e3:.4f}")
 
 
-def sgemm(m, k, p, threads):
+def sgemm(m, k, p, threads, layout=""):
     import numpy as np
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=threads):
-        a = np.random.rand(m, k).astype(np.float32)
-        b = np.random.rand(k, p).astype(np.float32)
+        # A transposed view is what BLAS is called with (no copy): sgemm's
+        # transa / transb, as dlcc's GEMM reads a stored transpose.
+        a = np.random.rand(k, m).astype(np.float32).T if layout == "a" else \
+            np.random.rand(m, k).astype(np.float32)
+        b = np.random.rand(p, k).astype(np.float32).T if layout == "b" else \
+            np.random.rand(k, p).astype(np.float32)
         for _ in range(3):
             a @ b
         reps = max(5, min(2000, int(2e9 / (2 * m * k * p))))
@@ -107,7 +112,8 @@ if __name__ == "__main__":
     if cmd == "train":
         train(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif cmd == "sgemm":
-        sgemm(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        sgemm(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+              sys.argv[6] if len(sys.argv) > 6 else "")
     elif cmd == "blas":
         blas()
     else:

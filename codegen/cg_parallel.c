@@ -16,7 +16,7 @@
  *              kernel's parallel-for body); every unit's root gets external
  *              linkage so that other parts can call it
  *   parts      units dealt largest first to the part with the least work so
- *              far (instructions before optimisation measure the work)
+ *              far (basic blocks before optimisation measure the work)
  *   cutting    the module is copied through bitcode into a context per
  *              part; in each copy, the functions of other parts become
  *              declarations and the global variables that are not local are
@@ -37,15 +37,20 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A function's work for LLVM: its instructions before optimisation plus a
- * fixed cost.  Each function of the MLP's step compiled alone took about
- * 2 ms plus 0.1 ms per instruction (the 6-instruction negation 2.1 ms, the
- * 92-instruction log-softmax 9.7 ms, the GEMM's 666 instructions 70 ms). */
-#define CG_FUNCTION_WORK 20
-/* Below this much work a module is compiled on the calling thread: a REPL
- * expression compiles in a few milliseconds, about what copying the module
- * and a second target machine would cost. */
-#define CG_PARALLEL_MIN_WORK 1000
+/* A function's work for LLVM, in units of about half a millisecond: a fixed
+ * cost and one per basic block.  Fitted (least squares) to 141 functions of
+ * the four benchmark models, each compiled alone: 3.4 ms per function plus
+ * 0.5 ms per block, mean error 3 ms (the GEMM: 133 blocks, 66 to 69 ms; an
+ * elementwise kernel of 10 blocks, 5 to 10 ms); instructions predicted
+ * worse.  An optnone function (an entry: a line of calls) skips the
+ * optimiser and gets the fast instruction selector: about 0.01 ms per
+ * instruction (the LSTM's training entry, 3,700 instructions, 38 ms). */
+#define CG_FUNCTION_WORK 7
+#define CG_OPTNONE_INSTRUCTIONS_PER_WORK 50
+/* Below this much work (about 30 ms) a module is compiled on the calling
+ * thread: a REPL expression compiles in a few milliseconds, about what
+ * copying the module and a second target machine would cost. */
+#define CG_PARALLEL_MIN_WORK 60
 
 typedef struct FnInfo {
   LLVMValueRef fn;
@@ -90,40 +95,17 @@ static int only_user(const Split *s, LLVMValueRef fn) {
   return user_fn;
 }
 
-static int64_t instruction_count(LLVMValueRef fn) {
-  int64_t n = 0;
-  for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fn); bb; bb = LLVMGetNextBasicBlock(bb))
-    for (LLVMValueRef in = LLVMGetFirstInstruction(bb); in; in = LLVMGetNextInstruction(in))
-      n += LLVMGetTypeKind(LLVMTypeOf(in)) == LLVMVectorTypeKind ? 3 : 1;
-  /* An optnone function (an entry: a line of calls) skips the optimiser
-   * and gets the fast instruction selector: the LSTM's training entry, 3,800
-   * instructions, took 36 ms, about an eighth of the time per instruction
-   * of a kernel. */
+static int64_t function_work(LLVMValueRef fn) {
   unsigned optnone = LLVMGetEnumAttributeKindForName("optnone", 7);
-  if (LLVMGetEnumAttributeAtIndex(fn, LLVMAttributeFunctionIndex, optnone)) n /= 8;
-  return n;
-}
-
-typedef struct PartJob {
-  LLVMContextRef ctx;
-  LLVMModuleRef mod;
-  LLVMTargetMachineRef tm;
-  int opt_level;
-  LLVMMemoryBufferRef object;
-  char *error; /* malloc'd, or NULL */
-} PartJob;
-
-static void *compile_part(void *arg) {
-  PartJob *j = arg;
-  j->error = cg_optimise(j->mod, j->tm, j->opt_level);
-  char *msg = NULL;
-  if (!j->error &&
-      LLVMTargetMachineEmitToMemoryBuffer(j->tm, j->mod, LLVMObjectFile, &msg, &j->object)) {
-    j->error = strdup(msg ? msg : "(no message)");
-    j->object = NULL;
+  bool plain = LLVMGetEnumAttributeAtIndex(fn, LLVMAttributeFunctionIndex, optnone) != NULL;
+  int64_t blocks = 0, instructions = 0;
+  for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fn); bb; bb = LLVMGetNextBasicBlock(bb)) {
+    blocks++;
+    for (LLVMValueRef in = LLVMGetFirstInstruction(bb); plain && in;
+         in = LLVMGetNextInstruction(in))
+      instructions++;
   }
-  if (msg) LLVMDisposeMessage(msg);
-  return NULL;
+  return CG_FUNCTION_WORK + (plain ? instructions / CG_OPTNONE_INSTRUCTIONS_PER_WORK : blocks);
 }
 
 /* Units, their linkage, and each function's part (fns[i].part). */
@@ -136,7 +118,7 @@ static int64_t split_plan(Split *s, LLVMModuleRef mod, int parts) {
   int64_t total = 0;
   for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
     if (LLVMIsDeclaration(f)) continue;
-    s->fns[i] = (FnInfo){.fn = f, .parent = i, .size = CG_FUNCTION_WORK + instruction_count(f)};
+    s->fns[i] = (FnInfo){.fn = f, .parent = i, .size = function_work(f)};
     total += s->fns[i].size;
     i++;
   }
@@ -212,6 +194,28 @@ static void cut_part(const Split *s, LLVMModuleRef mod, int p) {
   if (p == 0) return;
   for (LLVMValueRef gv = LLVMGetFirstGlobal(mod); gv; gv = LLVMGetNextGlobal(gv))
     if (!LLVMIsDeclaration(gv) && !local_linkage(gv)) LLVMSetInitializer(gv, NULL);
+}
+
+typedef struct PartJob {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMTargetMachineRef tm;
+  int opt_level;
+  LLVMMemoryBufferRef object;
+  char *error; /* malloc'd, or NULL */
+} PartJob;
+
+static void *compile_part(void *arg) {
+  PartJob *j = arg;
+  j->error = cg_optimise(j->mod, j->tm, j->opt_level);
+  char *msg = NULL;
+  if (!j->error &&
+      LLVMTargetMachineEmitToMemoryBuffer(j->tm, j->mod, LLVMObjectFile, &msg, &j->object)) {
+    j->error = strdup(msg ? msg : "(no message)");
+    j->object = NULL;
+  }
+  if (msg) LLVMDisposeMessage(msg);
+  return NULL;
 }
 
 int cg_compile_parallel(DlCompiler *cc, LLVMModuleRef mod, const CgOptions *o, int threads,
