@@ -887,17 +887,21 @@ static int64_t sym_at(CgSym s, int64_t n) {
 }
 
 /* A function like f's kernel with two more i64 parameters (begin, end) after
- * n, no pool, and the same buffers: *part is f redirected to it. */
-static void begin_part(CgFn *f, CgFn *part, LLVMValueRef *range) {
+ * n, no pool, and the same buffers: *part is f redirected to it.  With
+ * `scratch`, a last parameter: a pointer to memory of the calling kernel
+ * that every range may use (range[2]). */
+static void begin_part(CgFn *f, CgFn *part, LLVMValueRef *range, bool scratch) {
   Cg *cg = f->cg;
   LLVMTypeRef params[DL_KERNEL_MAX_OPERANDS + 4];
   for (int i = 0; i < f->nbufs; i++)
     params[i] = cg->t_ptr;
   for (int i = 0; i < 3; i++)
     params[f->nbufs + i] = cg->t_i64;
+  params[f->nbufs + 3] = cg->t_ptr;
   const char *name = dl_arena_printf(cg->cc->arena, "%s_part", LLVMGetValueName(f->fn));
   LLVMValueRef fn = LLVMAddFunction(
-      cg->mod, name, LLVMFunctionType(cg->t_void, params, (unsigned)f->nbufs + 3, 0));
+      cg->mod, name,
+      LLVMFunctionType(cg->t_void, params, (unsigned)f->nbufs + 3 + (scratch ? 1 : 0), 0));
   /* The kernel's attributes (noalias buffers, target CPU, internal). */
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   unsigned nattr = LLVMGetAttributeCountAtIndex(f->fn, LLVMAttributeFunctionIndex);
@@ -926,6 +930,7 @@ static void begin_part(CgFn *f, CgFn *part, LLVMValueRef *range) {
   part->pool = NULL;
   range[0] = LLVMGetParam(fn, (unsigned)f->nbufs + 1);
   range[1] = LLVMGetParam(fn, (unsigned)f->nbufs + 2);
+  if (scratch) range[2] = LLVMGetParam(fn, (unsigned)f->nbufs + 3);
   for (int j = 0; j < f->nops; j++)
     if (f->op_param[j] >= 0) part->op_ptr[j] = part->buf[f->op_param[j]];
   for (int i = 0; i < f->nin; i++) {
@@ -936,9 +941,10 @@ static void begin_part(CgFn *f, CgFn *part, LLVMValueRef *range) {
   LLVMPositionBuilderAtEnd(cg->b, part->entry_bb);
 }
 
-/* void <part>_task(ptr args, i64 begin, i64 end): args holds the buffers
- * and n. */
+/* void <part>_task(ptr args, i64 begin, i64 end): args holds the buffers,
+ * n and, when the part takes one, the scratch pointer. */
 static LLVMValueRef part_trampoline(CgFn *f, LLVMValueRef part, LLVMTypeRef args_ty) {
+  bool scratch = LLVMCountParams(part) > (unsigned)f->nbufs + 3;
   Cg *cg = f->cg;
   LLVMTypeRef params[3] = {cg->t_ptr, cg->t_i64, cg->t_i64};
   const char *name = dl_arena_printf(cg->cc->arena, "%s_task", LLVMGetValueName(part));
@@ -954,23 +960,30 @@ static LLVMValueRef part_trampoline(CgFn *f, LLVMValueRef part, LLVMTypeRef args
                        LLVMBuildStructGEP2(b, args_ty, LLVMGetParam(fn, 0), (unsigned)i, ""), "");
   call[f->nbufs + 1] = LLVMGetParam(fn, 1);
   call[f->nbufs + 2] = LLVMGetParam(fn, 2);
-  LLVMBuildCall2(b, LLVMGlobalGetValueType(part), part, call, (unsigned)f->nbufs + 3, "");
+  if (scratch)
+    call[f->nbufs + 3] = LLVMBuildLoad2(
+        b, cg->t_ptr,
+        LLVMBuildStructGEP2(b, args_ty, LLVMGetParam(fn, 0), (unsigned)f->nbufs + 1, ""), "");
+  LLVMBuildCall2(b, LLVMGlobalGetValueType(part), part, call,
+                 (unsigned)f->nbufs + 3 + (scratch ? 1 : 0), "");
   LLVMBuildRetVoid(b);
   LLVMDisposeBuilder(b);
   return fn;
 }
 
-/* In the kernel f: part(bufs..., n, 0, count) on the pool's threads when
- * there is a pool (and, with `size` given, when it is at least
+/* In the kernel f: part(bufs..., n, 0, count[, scratch]) on the pool's
+ * threads when there is a pool (and, with `size` given, when it is at least
  * CG_MAP_PARALLEL_ELEMS), else on this one. */
 static void part_dispatch(CgFn *f, LLVMValueRef part, LLVMValueRef count, LLVMValueRef size,
-                          int per_thread) {
+                          int per_thread, LLVMValueRef scratch) {
   Cg *cg = f->cg;
   LLVMTypeRef fields[DL_KERNEL_MAX_OPERANDS + 2];
   for (int i = 0; i < f->nbufs; i++)
     fields[i] = cg->t_ptr;
   fields[f->nbufs] = cg->t_i64;
-  LLVMTypeRef args_ty = LLVMStructTypeInContext(cg->ctx, fields, (unsigned)f->nbufs + 1, false);
+  fields[f->nbufs + 1] = cg->t_ptr;
+  LLVMTypeRef args_ty =
+      LLVMStructTypeInContext(cg->ctx, fields, (unsigned)f->nbufs + 1 + (scratch ? 1 : 0), false);
   LLVMValueRef share = LLVMBuildIsNotNull(cg->b, f->pool, "");
   if (size)
     share = LLVMBuildAnd(cg->b, share, icmp(f, LLVMIntSGE, size, i64c(cg, CG_MAP_PARALLEL_ELEMS)),
@@ -984,6 +997,9 @@ static void part_dispatch(CgFn *f, LLVMValueRef part, LLVMValueRef count, LLVMVa
   for (int i = 0; i <= f->nbufs; i++)
     LLVMBuildStore(cg->b, i < f->nbufs ? f->buf[i] : f->n,
                    LLVMBuildStructGEP2(cg->b, args_ty, args, (unsigned)i, ""));
+  if (scratch)
+    LLVMBuildStore(cg->b, scratch,
+                   LLVMBuildStructGEP2(cg->b, args_ty, args, (unsigned)f->nbufs + 1, ""));
   LLVMValueRef pf = cg_parallel_for(cg);
   LLVMValueRef pargs[5] = {f->pool, count, LLVMConstInt(cg->t_i32, (unsigned)per_thread, 0),
                            part_trampoline(f, part, args_ty), args};
@@ -996,7 +1012,9 @@ static void part_dispatch(CgFn *f, LLVMValueRef part, LLVMValueRef count, LLVMVa
   call[f->nbufs] = f->n;
   call[f->nbufs + 1] = i64c(cg, 0);
   call[f->nbufs + 2] = count;
-  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(part), part, call, (unsigned)f->nbufs + 3, "");
+  call[f->nbufs + 3] = scratch;
+  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(part), part, call,
+                 (unsigned)f->nbufs + 3 + (scratch ? 1 : 0), "");
   LLVMBuildBr(cg->b, done_bb);
   LLVMPositionBuilderAtEnd(cg->b, done_bb);
 }
@@ -1005,7 +1023,7 @@ static bool emit_map_parallel(CgFn *f, MapCtx *m) {
   Cg *cg = f->cg;
   CgFn part;
   LLVMValueRef range[2];
-  begin_part(f, &part, range);
+  begin_part(f, &part, range, false);
   fused_scales(&part, &m->fu);
   CgNest nest;
   if (!map_nest(&part, m, &nest)) return false;
@@ -1018,7 +1036,7 @@ static bool emit_map_parallel(CgFn *f, MapCtx *m) {
 
   LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
   part_dispatch(f, part.fn, sym_value(f, nest.dim[0]), sym_value(f, shape_numel(&f->node->shape)),
-                CG_MAP_RANGES_PER_THREAD);
+                CG_MAP_RANGES_PER_THREAD, NULL);
   if (f->side) side_after_parallel_map(f);
   return true;
 }
@@ -1931,9 +1949,10 @@ static void conv_gpu_grad_filter(CgFn *f, LLVMValueRef *off, void *user) {
  * so nearly all the work is the packed GEMM.  cols lives on the stack of the
  * thread working on the sample (CG_CONV_COLS_MAX floats at most; larger
  * convolutions keep the direct loops).  The forward convolution and the
- * input gradient give each sample to one thread; the filter gradient adds
- * the samples in order on one thread, so every thread count gives the same
- * bits. */
+ * input gradient give each sample to one thread; the filter gradient gives
+ * chunks of samples whose boundaries depend on the batch size alone, and
+ * adds the chunks' sums in order (conv_cpu_gemm), so every thread count
+ * gives the same bits. */
 #define CG_CONV_COLS_MAX (1 << 18)
 /* Convolutions of fewer multiply-adds run on the calling thread. */
 #define CG_CONV_PARALLEL_MACS (1 << 22)
@@ -2093,39 +2112,120 @@ static bool conv_through_gemm(const ConvCtx *c) {
   return conv_rows(c) * c->OH * c->OW <= CG_CONV_COLS_MAX;
 }
 
+/* The filter gradient's samples [s0, s1) added to dst in order. */
+static void conv_filter_samples(CgFn *f, const ConvCtx *c, LLVMValueRef dst, LLVMValueRef s0,
+                                LLVMValueRef s1, LLVMValueRef cols) {
+  Cg *cg = f->cg;
+  int64_t rows = conv_rows(c), ohw = c->OH * c->OW;
+  CgLoop ls;
+  LLVMValueRef s = loop_begin(f, &ls, s0, s1, "s");
+  im2col(f, c, elem_ptr(f, f->in[0], idx_mul(f, s, i64c(cg, c->C * c->H * c->W))), cols);
+  conv_gemm(f, dst, elem_ptr(f, f->in[1], idx_mul(f, s, i64c(cg, c->O * ohw))), cols, c->O, ohw,
+            rows, rows, ohw, 1, 1, ohw, true);
+  loop_end(f, &ls, i64c(cg, 1));
+}
+
+/* Chunks [k0, k1) of the filter gradient's `chunks` (see conv_cpu_gemm):
+ * chunk 0's sum goes into dw itself, chunk k's into partial[k - 1]. */
+static void conv_filter_chunks(CgFn *f, const ConvCtx *c, LLVMValueRef chunks, LLVMValueRef k0,
+                               LLVMValueRef k1, LLVMValueRef partial) {
+  Cg *cg = f->cg;
+  int64_t size = c->O * conv_rows(c);
+  LLVMValueRef cols = conv_cols_buffer(f, c), batch = sym_value(f, c->batch);
+  CgLoop lk;
+  LLVMValueRef k = loop_begin(f, &lk, k0, k1, "chunk");
+  LLVMValueRef dst =
+      select_(f, icmp(f, LLVMIntEQ, k, i64c(cg, 0)), f->out,
+              elem_ptr(f, partial, idx_mul(f, idx_sub(f, k, i64c(cg, 1)), i64c(cg, size))));
+  fill_range(f, dst, i64c(cg, 0), i64c(cg, size), f32c(cg, 0.0));
+  LLVMValueRef s0 = LLVMBuildSDiv(cg->b, idx_mul(f, batch, k), chunks, "");
+  LLVMValueRef s1 = LLVMBuildSDiv(cg->b, idx_mul(f, batch, idx_add(f, k, i64c(cg, 1))), chunks, "");
+  conv_filter_samples(f, c, dst, s0, s1, cols);
+  loop_end(f, &lk, i64c(cg, 1));
+}
+
+/* The filter gradient sums over the samples, so threads cannot each take
+ * samples and add them to dw.  The samples are cut into chunks instead:
+ * min(batch, CG_CONV_CHUNKS) of them, boundaries set by the batch size
+ * alone.  Each chunk's sum (its samples in order) is made by one thread,
+ * whichever, into its own buffer; then the calling thread adds the chunks'
+ * sums in chunk order.  The order of every addition thus depends on the
+ * batch size and not on the number of threads, and every thread count
+ * gives the same bits.  The chunks' buffers are on the calling thread's
+ * stack: at most CG_CONV_PARTIAL_MAX floats, fewer chunks for larger
+ * filters (with one, the gradient stays on one thread).  Chunks, not one
+ * range per thread: a worker wakes 45 us or more after the call (see
+ * cg_gemm.c), and meanwhile the caller takes the first chunks.  Splitting
+ * the rows of dw (the filters) between threads instead would keep a single
+ * sum per element, but LeNet-5's 6 and 16 filters are one or two rows of
+ * micro-tiles, and every thread would still im2col and pack the whole of
+ * each sample's cols, most of the work at these shapes.  (LeNet-5's two
+ * filter gradients were 45 % of its step on one thread, `perf record -g`
+ * on bench/step_main.c.) */
+#define CG_CONV_CHUNKS 8
+#define CG_CONV_PARTIAL_MAX (1 << 16)
+
 static void conv_cpu_gemm(CgFn *f, const ConvCtx *c) {
   Cg *cg = f->cg;
   LLVMValueRef batch = sym_value(f, c->batch);
-  if (c->op == DL_OP_CONV2D_GRAD_FILTER) {
-    int64_t rows = conv_rows(c), ohw = c->OH * c->OW;
-    LLVMValueRef cols = conv_cols_buffer(f, c);
-    fill_range(f, f->out, i64c(cg, 0), i64c(cg, c->O * rows), f32c(cg, 0.0));
-    CgLoop ls;
-    LLVMValueRef s = loop_begin(f, &ls, i64c(cg, 0), batch, "s");
-    im2col(f, c, elem_ptr(f, f->in[0], idx_mul(f, s, i64c(cg, c->C * c->H * c->W))), cols);
-    conv_gemm(f, f->out, elem_ptr(f, f->in[1], idx_mul(f, s, i64c(cg, c->O * ohw))), cols, c->O,
-              ohw, rows, rows, ohw, 1, 1, ohw, true);
-    loop_end(f, &ls, i64c(cg, 1));
-    return;
-  }
   /* Samples are independent, so sharing them costs only the wake-up (no
    * operand is packed twice, unlike a split GEMM), and the small products of
    * a convolution run at a fraction of the GEMM's peak: a lower limit than
    * a plain matmul's. */
   int64_t macs = sym_at(c->batch, cg->prog->max_batch) * c->O * conv_rows(c) * c->OH * c->OW;
-  if (!f->pool || macs < CG_CONV_PARALLEL_MACS) {
+  bool shared = f->pool && macs >= CG_CONV_PARALLEL_MACS;
+  if (c->op == DL_OP_CONV2D_GRAD_FILTER) {
+    int64_t size = c->O * conv_rows(c), most = CG_CONV_CHUNKS;
+    while (most > 1 && (most - 1) * size > CG_CONV_PARTIAL_MAX)
+      most--;
+    if (!shared || most < 2) {
+      fill_range(f, f->out, i64c(cg, 0), i64c(cg, size), f32c(cg, 0.0));
+      conv_filter_samples(f, c, f->out, i64c(cg, 0), batch, conv_cols_buffer(f, c));
+      return;
+    }
+    LLVMValueRef partial =
+        cg_entry_alloca(cg, LLVMArrayType2(cg->t_f32, (uint64_t)((most - 1) * size)), "partial");
+    LLVMSetAlignment(partial, 64);
+    LLVMValueRef chunks = idx_min(f, batch, i64c(cg, most));
+    CgFn part;
+    LLVMValueRef range[3];
+    begin_part(f, &part, range, true);
+    conv_filter_chunks(&part, c, idx_min(&part, sym_value(&part, c->batch), i64c(cg, most)),
+                       range[0], range[1], range[2]);
+    LLVMBuildRetVoid(cg->b);
+    LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
+    /* (Chunk 0 clears dw, but there is no chunk when the batch is empty.) */
+    fill_range(f, f->out, i64c(cg, 0), i64c(cg, size), f32c(cg, 0.0));
+    part_dispatch(f, part.fn, chunks, NULL, CG_MAP_RANGES_PER_THREAD, partial);
+    /* dw += partial[k - 1] for k = 1, 2, ... in order. */
+    CgLoop lk, le;
+    LLVMValueRef k = loop_begin(f, &lk, i64c(cg, 1), chunks, "chunk");
+    LLVMValueRef from =
+        elem_ptr(f, partial, idx_mul(f, idx_sub(f, k, i64c(cg, 1)), i64c(cg, size)));
+    LLVMValueRef e = loop_begin(f, &le, i64c(cg, 0), i64c(cg, size), "e");
+    add_to(f, load_f32(f, from, e), e);
+    loop_end(f, &le, i64c(cg, 1));
+    loop_end(f, &lk, i64c(cg, 1));
+    return;
+  }
+  if (!shared) {
     conv_gemm_samples(f, c, i64c(cg, 0), batch);
     return;
   }
   /* Samples shared between threads: the samples loop in a function of a
-   * range ("_part"), called through dlrt_parallel_for. */
+   * range ("_part"), called through dlrt_parallel_for.  A range costs
+   * nothing to start (cols is on the stack), so several per thread: the
+   * caller takes more of them while a worker wakes (LeNet-5 at batch 64 on
+   * two threads, 4 ranges a thread against 1: 0.05 to 0.09 ms a step less
+   * in each of five alternating runs of `dlcc bench bench/lenet5.nnl --batch
+   * 64 --threads 2`, on a shared machine). */
   CgFn part;
   LLVMValueRef range[2];
-  begin_part(f, &part, range);
+  begin_part(f, &part, range, false);
   conv_gemm_samples(&part, c, range[0], range[1]);
   LLVMBuildRetVoid(cg->b);
   LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
-  part_dispatch(f, part.fn, batch, NULL, 1);
+  part_dispatch(f, part.fn, batch, NULL, CG_MAP_RANGES_PER_THREAD, NULL);
 }
 
 static bool emit_conv(CgFn *f) {
@@ -2201,32 +2301,51 @@ static void window_max(CgFn *f, const PoolCtx *p, LLVMValueRef at, LLVMValueRef 
   *best_at = slot_get(f, bo);
 }
 
+/* The window's first maximum as window_max finds it, as the index ki kw +
+ * kj of its tap: straight-line code over the window (small), in 32-bit
+ * indices. */
+static LLVMValueRef window_first_max_tap(CgFn *f, const PoolCtx *p, LLVMValueRef at) {
+  Cg *cg = f->cg;
+  LLVMValueRef best = f32c(cg, -INFINITY), tap = LLVMConstInt(cg->t_i32, 0, 0);
+  for (int ki = 0; ki < p->kh; ki++)
+    for (int kj = 0; kj < p->kw; kj++) {
+      LLVMValueRef x = load_f32(f, f->in[0], idx_add(f, at, i64c(cg, (int64_t)ki * p->W + kj)));
+      LLVMValueRef greater = fcmp(f, LLVMRealOGT, x, best);
+      tap = select_(f, greater, LLVMConstInt(cg->t_i32, (unsigned)(ki * p->kw + kj), 0), tap);
+      best = select_(f, greater, x, best);
+    }
+  return tap;
+}
+
 /* One window: off[0] is the pooled element (y or dy), off[1] the window's
  * top-left element in x (or dx).  Forward pooling on CPU and GPU; the
  * gradients' CPU scatter. */
 static void pool_window_body(CgFn *f, LLVMValueRef *off, void *user) {
   PoolCtx *p = user;
   Cg *cg = f->cg;
+  if (p->op == DL_OP_MAXPOOL2D_GRAD && p->sh >= p->kh && p->sw >= p->kw) {
+    /* Windows that do not overlap: each element of dx is in one window at
+     * most, so every element of the window is stored (dy at the first
+     * maximum, zero elsewhere) instead of adding to one scattered element;
+     * the loop over windows has no dependence between iterations then. */
+    LLVMValueRef dy = load_f32(f, f->in[1], off[0]), zero = f32c(cg, 0.0);
+    LLVMValueRef tap = window_first_max_tap(f, p, off[1]);
+    for (int ki = 0; ki < p->kh; ki++)
+      for (int kj = 0; kj < p->kw; kj++) {
+        LLVMValueRef o = idx_add(f, off[1], i64c(cg, (int64_t)ki * p->W + kj));
+        LLVMValueRef here =
+            icmp(f, LLVMIntEQ, tap, LLVMConstInt(cg->t_i32, (unsigned)(ki * p->kw + kj), 0));
+        store_f32(f, select_(f, here, dy, zero), f->out, o);
+      }
+    return;
+  }
   if (p->op == DL_OP_MAXPOOL2D || p->op == DL_OP_MAXPOOL2D_GRAD) {
     LLVMValueRef best, at;
     window_max(f, p, off[1], &best, &at);
-    if (p->op == DL_OP_MAXPOOL2D) {
+    if (p->op == DL_OP_MAXPOOL2D)
       store_f32(f, best, f->out, off[0]);
-    } else if (p->sh >= p->kh && p->sw >= p->kw) {
-      /* Windows that do not overlap: each element of dx is in one window
-       * at most, so every element of the window is stored (dy at the first
-       * maximum, zero elsewhere) instead of adding to one scattered
-       * element; the loop over windows has no dependence between
-       * iterations then, and vectorises. */
-      LLVMValueRef dy = load_f32(f, f->in[1], off[0]), zero = f32c(cg, 0.0);
-      for (int ki = 0; ki < p->kh; ki++)
-        for (int kj = 0; kj < p->kw; kj++) {
-          LLVMValueRef o = idx_add(f, off[1], i64c(cg, (int64_t)ki * p->W + kj));
-          store_f32(f, select_(f, icmp(f, LLVMIntEQ, o, at), dy, zero), f->out, o);
-        }
-    } else {
+    else
       add_to(f, load_f32(f, f->in[1], off[0]), at);
-    }
     return;
   }
   LLVMValueRef acc = p->op == DL_OP_AVGPOOL2D ? scalar_slot(f, "sum") : NULL;
@@ -2291,6 +2410,31 @@ static void pool_gpu_grad_body(CgFn *f, LLVMValueRef *off, void *user) {
   store_f32(f, slot_get(f, acc), f->out, off[0]);
 }
 
+/* CPU, pooling or its gradient on several threads: each takes ranges of
+ * the planes (windows never cross a plane, so no two threads write the same
+ * element of y or dx, and each element is computed as on one thread).  A
+ * pooling is as cheap as a map per element of x it reads, and shares its
+ * threshold, CG_MAP_PARALLEL_ELEMS of x's elements (LeNet-5's first
+ * max-pool and its gradient have 301,056 at batch 64; the second, 102,400,
+ * stays on one thread). */
+static void pool_parallel(CgFn *f, PoolCtx *p, const CgNest *nest, bool clear,
+                          LLVMValueRef x_size) {
+  Cg *cg = f->cg;
+  CgFn part;
+  LLVMValueRef range[2];
+  begin_part(f, &part, range, false);
+  if (clear) {
+    LLVMValueRef plane = i64c(cg, p->H * p->W);
+    fill_range(&part, part.out, idx_mul(&part, range[0], plane), idx_mul(&part, range[1], plane),
+               f32c(cg, 0.0));
+  }
+  LLVMValueRef off[2] = {i64c(cg, 0), i64c(cg, 0)};
+  nest_level(&part, nest, 0, off, pool_window_body, p, range);
+  LLVMBuildRetVoid(cg->b);
+  LLVMPositionBuilderAtEnd(cg->b, f->entry_bb);
+  part_dispatch(f, part.fn, sym_value(f, p->planes), x_size, CG_MAP_RANGES_PER_THREAD, NULL);
+}
+
 static bool emit_pool(CgFn *f) {
   const DlNode *nd = f->node;
   bool grad = nd->op == DL_OP_MAXPOOL2D_GRAD || nd->op == DL_OP_AVGPOOL2D_GRAD;
@@ -2331,10 +2475,13 @@ static bool emit_pool(CgFn *f) {
                  .dim = {p.planes, sym_const(p.OH), sym_const(p.OW)},
                  .stride = {{sym_const(p.OH * p.OW), sym_const(p.OW), sym_const(1)},
                             {sym_const(p.H * p.W), sym_const(p.sh * p.W), sym_const(p.sw)}}};
-  if (grad) {
-    /* Windows that tile the input exactly write every element of dx. */
-    bool tiles = nd->op == DL_OP_MAXPOOL2D_GRAD && p.sh == p.kh && p.sw == p.kw &&
-                 p.H == p.OH * p.kh && p.W == p.OW * p.kw;
+  /* Windows that tile the input exactly write every element of dx. */
+  bool tiles = nd->op == DL_OP_MAXPOOL2D_GRAD && p.sh == p.kh && p.sw == p.kw &&
+               p.H == p.OH * p.kh && p.W == p.OW * p.kw;
+  CgSym x_size = sym_mul(p.planes, sym_const(p.H * p.W));
+  if (!on_gpu(f) && f->pool && sym_at(x_size, f->cg->prog->max_batch) >= CG_MAP_PARALLEL_ELEMS) {
+    pool_parallel(f, &p, &nest, grad && !tiles, sym_value(f, x_size));
+  } else if (grad) {
     if (!tiles) zero_output(f);
     emit_loops(f, &nest, pool_window_body, &p);
   } else {

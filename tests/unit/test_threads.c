@@ -7,10 +7,12 @@
  *
  * Training steps of models whose kernels are large enough to be split
  * (matrix products by columns and by rows, at sizes that are no multiple of
- * any tile; an elementwise update; convolutions by samples; bias gradients
- * summed by the kernels that compute the gradient they sum) run from the
- * same starting memory on 1, 2, 3 and 5 threads: the whole arena afterwards
- * must be identical bit for bit, and close to the reference interpreter.
+ * any tile; an elementwise update; convolutions by samples; filter
+ * gradients by chunks of samples; pooling and its gradients by planes; bias
+ * gradients summed by the kernels that compute the gradient they sum) run
+ * from the same starting memory on 1, 2, 3 and 5 threads: the whole arena
+ * afterwards must be identical bit for bit, and close to the reference
+ * interpreter.
  * So must the same steps of the module compiled by LLVM on one thread and
  * cut into three parts compiled on three (codegen/cg_parallel.c).
  */
@@ -258,7 +260,9 @@ static void test_side_sums_same_bits(void) {
 }
 
 /* Convolutions: the forward convolutions and the input gradient give
- * samples to threads; the filter gradients add the samples on one thread. */
+ * samples to threads; the filter gradients give chunks of samples, whose
+ * sums are added in chunk order (the batch, 131, is no multiple of the
+ * chunks, 8, nor of any thread count). */
 static void test_conv_same_bits(void) {
   DlCompiler *cc = dl_compiler_new();
   DlGraph *g = dl_graph_new(cc, "conv");
@@ -271,8 +275,56 @@ static void test_conv_same_bits(void) {
   g->output = z;
   g->loss = dl_reduce(g, DL_OP_MEAN, L, dl_binary(g, DL_OP_MUL, L, z, z), 0, false);
   static const char *const expect[] = {"call void @dlrt_parallel_for(", "conv2d_part_task",
-                                       "conv2d_grad_input_part_task", NULL};
+                                       "conv2d_grad_input_part_task",
+                                       "conv2d_grad_filter_part_task", NULL};
   check_same_bits(cc, g, 131, w1, expect);
+  dl_compiler_free(cc);
+}
+
+/* A filter gradient whose chunks' sums would not all fit on the stack: 72
+ * filters of 16 x 3 x 3 make 7 chunks, not 8, and a batch of 9 samples
+ * cuts them unevenly. */
+static void test_filter_chunks_same_bits(void) {
+  DlCompiler *cc = dl_compiler_new();
+  DlGraph *g = dl_graph_new(cc, "chunks");
+  DlInit uni = {.kind = DL_INIT_UNIFORM, .a = -0.1, .b = 0.1};
+  DlNodeId x = dl_input(g, L, "x", dl_shape_make(4, (int64_t[]){N, 16, 20, 20}), DL_ROLE_INPUT);
+  DlNodeId w = dl_param(g, L, "C", dl_shape_make(4, (int64_t[]){72, 16, 3, 3}), uni);
+  DlNodeId z = dl_conv2d(g, L, x, w, 1, 1, 1, 1);
+  g->output = z;
+  g->loss = dl_reduce(g, DL_OP_MEAN, L, dl_binary(g, DL_OP_MUL, L, z, z), 0, false);
+  static const char *const expect[] = {"conv2d_grad_filter_part_task", "[62208 x float]", NULL};
+  check_same_bits(cc, g, 9, w, expect);
+  dl_compiler_free(cc);
+}
+
+/* Pooling and its gradients give ranges of planes to threads: windows that
+ * tile the input (max, 2 x 2), windows that overlap (max, 3 x 3 at stride 2,
+ * whose gradient adds into dx, cleared range by range, and which leave the
+ * last row of the input out) and an average (3 x 3 at stride 3, leaving the
+ * last row and the last two columns out).  The convolution's filter
+ * gradient gives chunks of samples to threads. */
+static void test_pool_same_bits(void) {
+  DlCompiler *cc = dl_compiler_new();
+  DlGraph *g = dl_graph_new(cc, "pool");
+  DlInit uni = {.kind = DL_INIT_UNIFORM, .a = -0.3, .b = 0.3};
+  DlNodeId x = dl_input(g, L, "x", dl_shape_make(4, (int64_t[]){N, 3, 22, 20}), DL_ROLE_INPUT);
+  DlNodeId w = dl_param(g, L, "C", dl_shape_make(4, (int64_t[]){8, 3, 3, 3}), uni);
+  DlNodeId h = dl_unary(g, DL_OP_TANH, L, dl_conv2d(g, L, x, w, 1, 1, 1, 1)); /* [N, 8, 22, 20] */
+  DlNodeId tiles = dl_pool2d(g, DL_OP_MAXPOOL2D, L, h, 2, 2, 2, 2);
+  DlNodeId overlap = dl_pool2d(g, DL_OP_MAXPOOL2D, L, h, 3, 3, 2, 2);
+  DlNodeId avg = dl_pool2d(g, DL_OP_AVGPOOL2D, L, h, 3, 3, 3, 3);
+  DlNodeId sq[3] = {tiles, overlap, avg};
+  g->loss = 0;
+  for (int i = 0; i < 3; i++) {
+    DlNodeId m = dl_reduce(g, DL_OP_MEAN, L, dl_binary(g, DL_OP_MUL, L, sq[i], sq[i]), 0, false);
+    g->loss = i ? dl_binary(g, DL_OP_ADD, L, g->loss, m) : m;
+  }
+  g->output = avg;
+  static const char *const expect[] = {"maxpool2d_part_task",          "maxpool2d_grad_part_task",
+                                       "avgpool2d_part_task",          "avgpool2d_grad_part_task",
+                                       "conv2d_grad_filter_part_task", NULL};
+  check_same_bits(cc, g, 131, w, expect);
   dl_compiler_free(cc);
 }
 
@@ -281,6 +333,8 @@ int main(void) {
   test_dense_same_bits();
   test_side_sums_same_bits();
   test_conv_same_bits();
+  test_pool_same_bits();
+  test_filter_chunks_same_bits();
   if (check_failures) {
     printf("test_threads: %d checks failed\n", check_failures);
     return 1;
