@@ -43,6 +43,15 @@ typedef struct Timing {
   double median_ms, min_ms;
 } Timing;
 
+/* Decimals that show at least four significant digits of a time in ms (a
+ * one-product model of a microsecond printed as 0.0013 was 8 % coarse). */
+static int ms_decimals(double ms) {
+  int d = 4;
+  for (double v = ms; v > 0 && v < 0.1 && d < 9; v *= 10)
+    d++;
+  return d;
+}
+
 /* Run `fn` warmup + steps times; the median and fastest of the timed runs. */
 static bool time_entry(DlrtContext *ctx, int (*fn)(DlrtContext *, int64_t, DlrtError *), int64_t n,
                        int64_t steps, Timing *out) {
@@ -116,15 +125,17 @@ int cmd_bench(int argc, char **argv) {
   bool have_train = s.rt->train_step != NULL;
   if (have_train) {
     if (!time_entry(ctx, dlrt_run_train_step, n, steps, &tm)) goto done;
-    printf("  train step: median %.4f ms, min %.4f ms, %.2f GFLOP/s\n", tm.median_ms, tm.min_ms,
+    printf("  train step: median %.*f ms, min %.*f ms, %.2f GFLOP/s\n", ms_decimals(tm.median_ms),
+           tm.median_ms, ms_decimals(tm.min_ms), tm.min_ms,
            st.flops[DL_ENTRY_TRAIN] / (tm.median_ms * 1e6));
   } else {
     printf("  train step: none (the model has no loss or no parameters)\n");
   }
   if (o.infer || !have_train) {
     if (!time_entry(ctx, dlrt_run_forward, n, steps, &tm)) goto done;
-    printf("  inference: median %.4f ms, min %.4f ms per batch, %.2f GFLOP/s\n", tm.median_ms,
-           tm.min_ms, st.flops[DL_ENTRY_FORWARD] / (tm.median_ms * 1e6));
+    printf("  inference: median %.*f ms, min %.*f ms per batch, %.2f GFLOP/s\n",
+           ms_decimals(tm.median_ms), tm.median_ms, ms_decimals(tm.min_ms), tm.min_ms,
+           st.flops[DL_ENTRY_FORWARD] / (tm.median_ms * 1e6));
   }
   if (o.stats) print_plan_stats(stdout, &s);
   status = 0;
