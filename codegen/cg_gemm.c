@@ -634,8 +634,9 @@ static void set_fn_attrs(Cg *cg, LLVMValueRef fn, unsigned noalias_params) {
       LLVMAddAttributeAtIndex(fn, i, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
     }
   }
-  const char *kv[2][2] = {{"target-cpu", cg->cpu}, {"target-features", cg->features}};
-  for (int i = 0; i < 2; i++)
+  const char *kv[3][2] = {
+      {"target-cpu", cg->cpu}, {"target-features", cg->features}, {CG_O2_ATTR, ""}};
+  for (int i = 0; i < 3; i++)
     LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
                             LLVMCreateStringAttribute(cg->ctx, kv[i][0], (unsigned)strlen(kv[i][0]),
                                                       kv[i][1], (unsigned)strlen(kv[i][1])));

@@ -147,13 +147,20 @@ char *cg_optimise(LLVMModuleRef mod, LLVMTargetMachineRef tm, int level);
 /* ---- cg_parallel.c ---- */
 
 #define CG_PARALLEL_MAX_THREADS 8
+#define CG_PARALLEL_MAX_OBJECTS (CG_PARALLEL_MAX_THREADS + 1)
+/* A function attribute: the JIT compiles the function at O2 at most, in a
+ * module of its own (the GEMM's functions: hand-vectorised loop nests, as
+ * fast at O2 and 10 to 20 ms cheaper to compile; at O3, loop unswitching
+ * copies their loops). */
+#define CG_O2_ATTR "dlcc-o2"
 /* Optimise mod (built in a context of its own for the JIT) and compile it
- * to object files, cut into parts compiled on up to `threads` threads (0:
- * one per core).  mod is cut down to part 0 in place and stays the
- * caller's to dispose.  Returns the number of objects in objects[] (the
- * caller's to dispose), or 0 (diagnostic recorded). */
+ * to object files: one part per thread (up to `threads`, 0: one per core),
+ * compiled at once, and the CG_O2_ATTR functions in one more module.  mod is
+ * cut down to part 0 in place and stays the caller's to dispose.  Returns
+ * the number of objects in objects[] (the caller's to dispose) and sets
+ * *threads_used, or returns 0 (diagnostic recorded). */
 int cg_compile_parallel(DlCompiler *cc, LLVMModuleRef mod, const CgOptions *o, int threads,
-                        LLVMMemoryBufferRef objects[CG_PARALLEL_MAX_THREADS]);
+                        LLVMMemoryBufferRef objects[CG_PARALLEL_MAX_OBJECTS], int *threads_used);
 void cg_report_llvm_error(DlCompiler *cc, LLVMErrorRef err, const char *what);
 
 #endif

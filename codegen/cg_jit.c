@@ -49,8 +49,10 @@ static DlJit *jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegen
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef mod = cg_build_module(cc, prog, &o, &t, ctx);
   LLVMDisposeTargetMachine(t.tm);
-  LLVMMemoryBufferRef objects[CG_PARALLEL_MAX_THREADS] = {NULL};
-  int nobjects = mod ? cg_compile_parallel(cc, mod, &o, o.compile_threads, objects) : 0;
+  LLVMMemoryBufferRef objects[CG_PARALLEL_MAX_OBJECTS] = {NULL};
+  int threads_used = 0;
+  int nobjects =
+      mod ? cg_compile_parallel(cc, mod, &o, o.compile_threads, objects, &threads_used) : 0;
   if (mod) LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
   if (nobjects == 0) return NULL;
@@ -113,7 +115,7 @@ static DlJit *jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegen
     return NULL;
   }
   jit->lljit = lljit;
-  jit->parts = nobjects;
+  jit->parts = threads_used;
   *program = (const DlrtProgram *)(uintptr_t)addr;
   return jit;
 }
