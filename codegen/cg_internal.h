@@ -150,7 +150,7 @@ char *cg_optimise(LLVMModuleRef mod, LLVMTargetMachineRef tm, int level);
 #define CG_PARALLEL_MAX_OBJECTS (CG_PARALLEL_MAX_THREADS + 1)
 /* A function attribute: the JIT compiles the function at O2 at most, in a
  * module of its own (the GEMM's functions: hand-vectorised loop nests, as
- * fast at O2 and 10 to 20 ms cheaper to compile; at O3, loop unswitching
+ * fast at O2 and 5 to 20 ms cheaper to compile; at O3, loop unswitching
  * copies their loops). */
 #define CG_O2_ATTR "dlcc-o2"
 /* Optimise mod (built in a context of its own for the JIT) and compile it

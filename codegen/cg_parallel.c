@@ -24,8 +24,9 @@
  *   O2 module  the units whose root carries CG_O2_ATTR (the GEMM's
  *              functions) go to one more module, compiled at O2 on part 0's
  *              thread after part 0, whatever the number of threads: they
- *              run as fast as at O3 and compile 10 to 20 ms faster (O3's
- *              loop unswitching copies their loops)
+ *              ran as fast as at O3 on seven sgemm shapes of bench/run.sh
+ *              and compiled 5 to 20 ms faster (O3's loop unswitching
+ *              copies their loops)
  *
  * The units and their linkage do not depend on the number of parts, and no
  * function's code depends on which part compiles it: any number of threads
