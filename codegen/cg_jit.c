@@ -19,7 +19,7 @@
 
 struct DlJit {
   LLVMOrcLLJITRef lljit;
-  int parts;
+  int threads; /* LLVM compiled the module on this many threads */
 };
 
 static bool jit_failed(DlCompiler *cc, LLVMErrorRef err, const char *what) {
@@ -115,7 +115,7 @@ static DlJit *jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegen
     return NULL;
   }
   jit->lljit = lljit;
-  jit->parts = threads_used;
+  jit->threads = threads_used;
   *program = (const DlrtProgram *)(uintptr_t)addr;
   return jit;
 }
@@ -130,8 +130,8 @@ DlJit *cg_jit_compile_grid_kernels(DlCompiler *cc, const DlProgram *prog,
   return jit_compile(cc, prog, opts, true, program);
 }
 
-int dl_jit_parts(const DlJit *jit) {
-  return jit ? jit->parts : 0;
+int dl_jit_threads(const DlJit *jit) {
+  return jit ? jit->threads : 0;
 }
 
 void dl_jit_free(DlJit *jit) {

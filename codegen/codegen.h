@@ -51,8 +51,8 @@ typedef struct DlJit DlJit;
 DlJit *dl_jit_compile(DlCompiler *cc, const DlProgram *prog, const DlCodegenOptions *opts,
                       const DlrtProgram **program);
 void dl_jit_free(DlJit *jit);
-/* The number of parts the module was compiled in, one thread each (1 for a
- * small module or one compile thread). */
-int dl_jit_parts(const DlJit *jit);
+/* The number of threads LLVM compiled the module on (1 for a small module
+ * or one compile thread). */
+int dl_jit_threads(const DlJit *jit);
 
 #endif

@@ -120,7 +120,7 @@ int cmd_bench(int argc, char **argv) {
   printf("bench %s: batch %lld, %lld timed steps\n", s.graph->name, (long long)n, (long long)steps);
   printf("  threads: %d\n", dlrt_pool_threads(ctx->pool));
   printf("  compile: %.1f ms (parse to JIT ready; LLVM on %d thread%s)\n", compile_ms,
-         dl_jit_parts(s.jit), dl_jit_parts(s.jit) == 1 ? "" : "s");
+         dl_jit_threads(s.jit), dl_jit_threads(s.jit) == 1 ? "" : "s");
   Timing tm;
   bool have_train = s.rt->train_step != NULL;
   if (have_train) {

@@ -154,7 +154,7 @@ static void check_same_bits(DlCompiler *cc, DlGraph *g, int64_t n, DlNodeId w,
     DlCodegenOptions co = {.opt_level = 3, .compile_threads = compile_threads};
     const DlrtProgram *rp_cut = NULL;
     DlJit *cut = dl_jit_compile(cc, prog, &co, &rp_cut);
-    CHECK(cut != NULL && dl_jit_parts(cut) == compile_threads);
+    CHECK(cut != NULL && dl_jit_threads(cut) == compile_threads);
     DlrtContext *cut_ctx = cut ? dlrt_context_new(rp_cut, 7, &err) : NULL;
     CHECK(cut == NULL || cut_ctx != NULL);
     if (!cut_ctx) {
