@@ -692,12 +692,13 @@ static LLVMValueRef gemm_function(Cg *cg) {
  * the result is bit-identical.  Splitting the columns makes every thread
  * pack all of A, splitting the rows all of B, so the split is along the
  * dimension whose duplicate packing costs less.  Products below
- * CG_GEMM_PARALLEL_MACS multiply-adds (16.8 M, about 170 us of work) stay
- * on the calling thread: waking a worker that sleeps on its condition
- * variable took 45 us or more on the benchmark's virtual machine (more when
- * another process holds the second core), and below that size the second
- * thread joined too late to gain anything: the MLP at batch 64 was slower on
- * two threads than on one with the limit at 8.4 M (bench/RESULTS.md). */
+ * CG_GEMM_PARALLEL_MACS multiply-adds (1 M, about 8 us of work) stay on the
+ * calling thread.  The limit was 16.8 M while a worker slept as soon as it
+ * ran out of work (waking one took 45 us or more on the benchmark's
+ * virtual machine); now that it polls for 50 us first (rt_threads.c), the
+ * kernels of a step find it awake, and on two threads 16.8 M -> 4 M -> 2 M
+ * -> 1 M took the MLP at batch 64 from 0.29 to 0.21, 0.17 and 0.17 ms a
+ * step and the LSTM from 3.1 to 3.1, 2.3 and 2.0 ms (bench/RESULTS.md). */
 
 /* The task's argument block: the GEMM's parameters (ACC widened to i64),
  * then whether the blocks are rows. */

@@ -75,7 +75,7 @@ bool cg_emit_kernel(Cg *cg, int k);
  * runtime's thread pool (a pointer, possibly null at run time) to split the
  * product over, or NULL to emit no parallel path. */
 /* Products of fewer multiply-adds run on the calling thread. */
-#define CG_GEMM_PARALLEL_MACS (1 << 24)
+#define CG_GEMM_PARALLEL_MACS (1 << 20)
 void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b,
                   LLVMValueRef m, LLVMValueRef k, LLVMValueRef p, LLVMValueRef pool);
 

@@ -866,7 +866,7 @@ static void side_after_parallel_map(CgFn *f) {
 /* ---- elementwise kernels on several threads ------------------------------------
  *
  * A map kernel that can have CG_MAP_PARALLEL_ELEMS elements or more (at the
- * largest batch; smaller ones finish before a sleeping worker wakes, see
+ * largest batch; smaller ones gain nothing from a second thread, see
  * cg_gemm.c) is three functions: the loops, as a function of a range of
  * the outermost loop ("_part", with noalias buffers like every kernel); a
  * trampoline taking its buffers from an argument block, which
@@ -874,7 +874,7 @@ static void side_after_parallel_map(CgFn *f) {
  * hands the pool the whole range when the pool exists and the kernel is at
  * least that large at this batch size, and otherwise calls the part on the
  * whole range itself.  Each element is computed the same way on any thread. */
-#define CG_MAP_PARALLEL_ELEMS (1 << 18)
+#define CG_MAP_PARALLEL_ELEMS (1 << 16)
 /* Ranges are cheap to start, and a thread that loses its core in the
  * middle holds up only a small one. */
 #define CG_MAP_RANGES_PER_THREAD 4
@@ -1955,7 +1955,7 @@ static void conv_gpu_grad_filter(CgFn *f, LLVMValueRef *off, void *user) {
  * gives the same bits. */
 #define CG_CONV_COLS_MAX (1 << 18)
 /* Convolutions of fewer multiply-adds run on the calling thread. */
-#define CG_CONV_PARALLEL_MACS (1 << 22)
+#define CG_CONV_PARALLEL_MACS (1 << 20)
 
 static int64_t conv_rows(const ConvCtx *c) {
   return c->C * c->KH * c->KW;
@@ -2154,8 +2154,8 @@ static void conv_filter_chunks(CgFn *f, const ConvCtx *c, LLVMValueRef chunks, L
  * gives the same bits.  The chunks' buffers are on the calling thread's
  * stack: at most CG_CONV_PARTIAL_MAX floats, fewer chunks for larger
  * filters (with one, the gradient stays on one thread).  Chunks, not one
- * range per thread: a worker wakes 45 us or more after the call (see
- * cg_gemm.c), and meanwhile the caller takes the first chunks.  Splitting
+ * range per thread: a sleeping worker wakes 45 us or more after the call
+ * (see cg_gemm.c), and meanwhile the caller takes the first chunks.  Splitting
  * the rows of dw (the filters) between threads instead would keep a single
  * sum per element, but LeNet-5's 6 and 16 filters are one or two rows of
  * micro-tiles, and every thread would still im2col and pack the whole of
@@ -2414,9 +2414,8 @@ static void pool_gpu_grad_body(CgFn *f, LLVMValueRef *off, void *user) {
  * the planes (windows never cross a plane, so no two threads write the same
  * element of y or dx, and each element is computed as on one thread).  A
  * pooling is as cheap as a map per element of x it reads, and shares its
- * threshold, CG_MAP_PARALLEL_ELEMS of x's elements (LeNet-5's first
- * max-pool and its gradient have 301,056 at batch 64; the second, 102,400,
- * stays on one thread). */
+ * threshold, CG_MAP_PARALLEL_ELEMS of x's elements (LeNet-5's two max-pools
+ * and their gradients have 301,056 and 102,400 at batch 64). */
 static void pool_parallel(CgFn *f, PoolCtx *p, const CgNest *nest, bool clear,
                           LLVMValueRef x_size) {
   Cg *cg = f->cg;
