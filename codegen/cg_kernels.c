@@ -2301,6 +2301,11 @@ static void window_max(CgFn *f, const PoolCtx *p, LLVMValueRef at, LLVMValueRef 
   *best_at = slot_get(f, bo);
 }
 
+/* Windows of at most this many taps are searched and stored in straight-line
+ * code (LeNet-5's 2 x 2); larger ones in loops, or a global pooling of a
+ * plane would unroll into thousands of instructions. */
+#define CG_POOL_UNROLLED_TAPS 16
+
 /* The window's first maximum as window_max finds it, as the index ki kw +
  * kj of its tap: straight-line code over the window (small), in 32-bit
  * indices. */
@@ -2329,14 +2334,29 @@ static void pool_window_body(CgFn *f, LLVMValueRef *off, void *user) {
      * maximum, zero elsewhere) instead of adding to one scattered element;
      * the loop over windows has no dependence between iterations then. */
     LLVMValueRef dy = load_f32(f, f->in[1], off[0]), zero = f32c(cg, 0.0);
-    LLVMValueRef tap = window_first_max_tap(f, p, off[1]);
-    for (int ki = 0; ki < p->kh; ki++)
-      for (int kj = 0; kj < p->kw; kj++) {
-        LLVMValueRef o = idx_add(f, off[1], i64c(cg, (int64_t)ki * p->W + kj));
-        LLVMValueRef here =
-            icmp(f, LLVMIntEQ, tap, LLVMConstInt(cg->t_i32, (unsigned)(ki * p->kw + kj), 0));
-        store_f32(f, select_(f, here, dy, zero), f->out, o);
-      }
+    if (p->kh * p->kw <= CG_POOL_UNROLLED_TAPS) {
+      LLVMValueRef tap = window_first_max_tap(f, p, off[1]);
+      for (int ki = 0; ki < p->kh; ki++)
+        for (int kj = 0; kj < p->kw; kj++) {
+          LLVMValueRef o = idx_add(f, off[1], i64c(cg, (int64_t)ki * p->W + kj));
+          LLVMValueRef here =
+              icmp(f, LLVMIntEQ, tap, LLVMConstInt(cg->t_i32, (unsigned)(ki * p->kw + kj), 0));
+          store_f32(f, select_(f, here, dy, zero), f->out, o);
+        }
+      return;
+    }
+    /* A large window (a global pooling of a whole plane, say): the same
+     * stores from loops, which keep the code small. */
+    LLVMValueRef best, at;
+    window_max(f, p, off[1], &best, &at);
+    CgLoop li, lj;
+    LLVMValueRef ki = loop_begin(f, &li, i64c(cg, 0), i64c(cg, p->kh), "ki");
+    LLVMValueRef row = idx_add(f, off[1], idx_mul(f, ki, i64c(cg, p->W)));
+    LLVMValueRef kj = loop_begin(f, &lj, i64c(cg, 0), i64c(cg, p->kw), "kj");
+    LLVMValueRef o = idx_add(f, row, kj);
+    store_f32(f, select_(f, icmp(f, LLVMIntEQ, o, at), dy, zero), f->out, o);
+    loop_end(f, &lj, i64c(cg, 1));
+    loop_end(f, &li, i64c(cg, 1));
     return;
   }
   if (p->op == DL_OP_MAXPOOL2D || p->op == DL_OP_MAXPOOL2D_GRAD) {

@@ -13,14 +13,18 @@
  *
  *   units      a function together with the local (internal or private)
  *              functions that only it calls or passes as a pointer (a
- *              kernel's parallel-for body); every unit's root gets external
- *              linkage so that other parts can call it
+ *              kernel's parallel-for trampoline), unless that user is an
+ *              optnone entry (its kernels would all become one unit) or the
+ *              function carries CG_O2_ATTR and its user does not; every
+ *              unit's root gets external linkage so that other parts can
+ *              call it
  *   parts      units dealt largest first to the part with the least work so
  *              far (basic blocks before optimisation measure the work)
  *   cutting    the module is copied through bitcode into a context per
  *              part; in each copy, the functions of other parts become
- *              declarations and the global variables that are not local are
- *              defined in part 0 only
+ *              declarations, the global variables that are not local are
+ *              defined in part 0 only, and local ones nothing uses are
+ *              deleted
  *   O2 module  the units whose root carries CG_O2_ATTR (the GEMM's
  *              functions) go to one more module, compiled at O2 on part 0's
  *              thread after part 0, whatever the number of threads: they
@@ -28,10 +32,13 @@
  *              and compiled 5 to 20 ms faster (O3's loop unswitching
  *              copies their loops)
  *
- * The units and their linkage do not depend on the number of parts, and no
- * function's code depends on which part compiles it: any number of threads
- * gives the same machine code, so results are bit-identical (tested by
- * training with --threads 1 and 2).
+ * The units and their linkage do not depend on the number of parts, and
+ * LLVM neither inlines nor reassociates across them: the arithmetic of every
+ * function is the same whichever part compiles it, so results are
+ * bit-identical for any number of threads (tests/unit/test_threads.c trains
+ * with LLVM on one thread and on three).  The machine code itself may differ
+ * in how arguments are passed between functions of one part (LLVM's
+ * inter-procedural passes see the functions of the same module only).
  */
 #include "cg_internal.h"
 
@@ -71,6 +78,7 @@ typedef struct FnInfo {
 typedef struct Split {
   FnInfo *fns;
   int nfns;
+  int regular_units; /* units outside the O2 module */
 } Split;
 
 static int fn_index(const Split *s, LLVMValueRef fn) {
@@ -104,9 +112,13 @@ static int only_user(const Split *s, LLVMValueRef fn) {
   return user_fn;
 }
 
-static int64_t function_work(LLVMValueRef fn) {
+static bool is_optnone(LLVMValueRef fn) {
   unsigned optnone = LLVMGetEnumAttributeKindForName("optnone", 7);
-  bool plain = LLVMGetEnumAttributeAtIndex(fn, LLVMAttributeFunctionIndex, optnone) != NULL;
+  return LLVMGetEnumAttributeAtIndex(fn, LLVMAttributeFunctionIndex, optnone) != NULL;
+}
+
+static int64_t function_work(LLVMValueRef fn) {
+  bool plain = is_optnone(fn);
   int64_t blocks = 0, instructions = 0;
   for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fn); bb; bb = LLVMGetNextBasicBlock(bb)) {
     blocks++;
@@ -125,9 +137,11 @@ static bool has_o2_attr(LLVMValueRef fn) {
 /* Units, their linkage, and each function's part (fns[i].part). */
 static int64_t split_plan(Split *s, LLVMModuleRef mod, int parts) {
   s->nfns = 0;
+  s->regular_units = 0;
   for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
     if (!LLVMIsDeclaration(f)) s->nfns++;
   s->fns = calloc((size_t)s->nfns + 1, sizeof *s->fns);
+  if (!s->fns) return -1;
   int i = 0;
   int64_t total = 0;
   for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
@@ -138,9 +152,13 @@ static int64_t split_plan(Split *s, LLVMModuleRef mod, int parts) {
   }
   for (i = 0; i < s->nfns; i++) {
     int user = local_linkage(s->fns[i].fn) ? only_user(s, s->fns[i].fn) : -1;
-    if (user >= 0 && unit_root(s, user) != i) s->fns[i].parent = unit_root(s, user);
+    if (user < 0 || is_optnone(s->fns[user].fn) ||
+        (has_o2_attr(s->fns[i].fn) && !has_o2_attr(s->fns[unit_root(s, user)].fn)))
+      continue;
+    if (unit_root(s, user) != i) s->fns[i].parent = unit_root(s, user);
   }
   int64_t *unit_size = calloc((size_t)s->nfns + 1, sizeof *unit_size);
+  if (!unit_size) return -1;
   int64_t light = 0;
   for (i = 0; i < s->nfns; i++) {
     int r = unit_root(s, i);
@@ -160,6 +178,9 @@ static int64_t split_plan(Split *s, LLVMModuleRef mod, int parts) {
     }
   }
   load[0] = light;
+  s->regular_units = 0;
+  for (i = 0; i < s->nfns; i++)
+    s->regular_units += unit_size[i] > 0;
   for (;;) {
     int best = -1;
     for (i = 0; i < s->nfns; i++)
@@ -181,10 +202,11 @@ static int64_t split_plan(Split *s, LLVMModuleRef mod, int parts) {
 }
 
 /* Replace the definition fn by a declaration with its type and attributes. */
-static void make_declaration(LLVMModuleRef mod, LLVMValueRef fn) {
+static bool make_declaration(LLVMModuleRef mod, LLVMValueRef fn) {
   size_t len;
   const char *raw = LLVMGetValueName2(fn, &len);
   char *name = malloc(len + 1);
+  if (!name) return false;
   memcpy(name, raw, len);
   name[len] = '\0';
   LLVMSetValueName2(fn, "", 0);
@@ -197,6 +219,7 @@ static void make_declaration(LLVMModuleRef mod, LLVMValueRef fn) {
     unsigned n = LLVMGetAttributeCountAtIndex(fn, at);
     if (n == 0) continue;
     LLVMAttributeRef *attrs = malloc(sizeof *attrs * n);
+    if (!attrs) return false; /* (fn stays defined; the caller gives up) */
     LLVMGetAttributesAtIndex(fn, at, attrs);
     for (unsigned a = 0; a < n; a++)
       LLVMAddAttributeAtIndex(decl, at, attrs[a]);
@@ -204,24 +227,65 @@ static void make_declaration(LLVMModuleRef mod, LLVMValueRef fn) {
   }
   LLVMReplaceAllUsesWith(fn, decl);
   LLVMDeleteFunction(fn);
+  return true;
 }
 
 /* Keep part p's functions in mod (a copy of the planned module, functions in
  * the same order) and declare the rest. */
-static void cut_part(const Split *s, LLVMModuleRef mod, int m, int parts) {
+static bool cut_part(const Split *s, LLVMModuleRef mod, int m, int parts) {
   LLVMValueRef *drop = malloc(sizeof *drop * ((size_t)s->nfns + 1));
+  if (!drop) return false;
   int ndrop = 0, i = 0;
+  bool ok = true;
   for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
     if (LLVMIsDeclaration(f)) continue;
     const FnInfo *fi = &s->fns[i++];
     if (fi->light ? m != parts : fi->part != m) drop[ndrop++] = f;
   }
-  for (i = 0; i < ndrop; i++)
-    make_declaration(mod, drop[i]);
+  for (i = 0; ok && i < ndrop; i++)
+    ok = make_declaration(mod, drop[i]);
   free(drop);
-  if (m == 0) return;
-  for (LLVMValueRef gv = LLVMGetFirstGlobal(mod); gv; gv = LLVMGetNextGlobal(gv))
-    if (!LLVMIsDeclaration(gv) && !local_linkage(gv)) LLVMSetInitializer(gv, NULL);
+  if (!ok) return false;
+  /* Global variables that are not local are defined in part 0 only (the
+   * program table); elsewhere they become declarations (LLVM 19 has no
+   * LLVMSetInitializer(gv, NULL): a new declaration replaces them). */
+  if (m != 0) {
+    LLVMValueRef gv = LLVMGetFirstGlobal(mod);
+    while (gv) {
+      LLVMValueRef next = LLVMGetNextGlobal(gv);
+      if (!LLVMIsDeclaration(gv) && !local_linkage(gv)) {
+        size_t len;
+        const char *raw = LLVMGetValueName2(gv, &len);
+        char *name = malloc(len + 1);
+        if (!name) return false;
+        memcpy(name, raw, len);
+        name[len] = '\0';
+        LLVMSetValueName2(gv, "", 0);
+        LLVMValueRef decl = LLVMAddGlobal(mod, LLVMGlobalGetValueType(gv), name);
+        free(name);
+        LLVMSetGlobalConstant(decl, LLVMIsGlobalConstant(gv));
+        LLVMReplaceAllUsesWith(gv, decl);
+        LLVMDeleteGlobal(gv);
+      }
+      gv = next;
+    }
+  }
+  /* Local constants nothing in this part uses any more (the tensor names
+   * and data the table points at, in parts but 0): without this they would
+   * stay in every object at -O0, which runs no pass that drops them. */
+  for (bool dropped = true; dropped;) {
+    dropped = false;
+    LLVMValueRef gv = LLVMGetFirstGlobal(mod);
+    while (gv) {
+      LLVMValueRef next = LLVMGetNextGlobal(gv);
+      if (local_linkage(gv) && !LLVMGetFirstUse(gv)) {
+        LLVMDeleteGlobal(gv);
+        dropped = true;
+      }
+      gv = next;
+    }
+  }
+  return true;
 }
 
 typedef struct PartJob {
@@ -258,10 +322,15 @@ int cg_compile_parallel(DlCompiler *cc, LLVMModuleRef mod, const CgOptions *o, i
   Split s;
   int64_t total = split_plan(&s, mod, threads);
   int parts = total < CG_PARALLEL_MIN_WORK ? 1 : threads;
-  if (parts > s.nfns) parts = s.nfns > 0 ? s.nfns : 1;
-  if (parts < threads) { /* fewer parts than planned: deal again */
+  if (parts > s.regular_units) parts = s.regular_units > 0 ? s.regular_units : 1;
+  if (total >= 0 && parts < threads) { /* fewer parts than planned: deal again */
     free(s.fns);
-    split_plan(&s, mod, parts);
+    total = split_plan(&s, mod, parts);
+  }
+  if (total < 0) {
+    free(s.fns);
+    dl_error(cc, DL_NOLOC, "out of memory cutting the module for %d threads", threads);
+    return 0;
   }
   /* Modules: one per part, and the O2 module (after them) when there are
    * light functions; it runs on part 0's thread, after part 0. */
@@ -286,7 +355,11 @@ int cg_compile_parallel(DlCompiler *cc, LLVMModuleRef mod, const CgOptions *o, i
         break;
       }
     }
-    cut_part(&s, job[m].mod, m, parts);
+    if (!cut_part(&s, job[m].mod, m, parts)) {
+      dl_error(cc, DL_NOLOC, "out of memory cutting the module for %d threads", threads);
+      ok = false;
+      break;
+    }
     CgTarget tp;
     if (!cg_target_machine(cc, o, &tp)) {
       ok = false;
