@@ -82,8 +82,10 @@ void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVM
 /* A call of the GEMM on this thread with explicit strides:
  *   C[i ldc + j] (+)= sum over k of A[i a_i + k a_k] B[k b_k + j b_j]
  * ops: c, a, b (float pointers), m, k, p, ldc, a_i, a_k, b_k, b_j (i64),
- * accumulate (i1: add to C instead of overwriting it). */
-#define CG_GEMM_NARGS 12
+ * accumulate (i1: add to C instead of overwriting it), dot (i1: the
+ * product is never split between threads, so the dot-product path may
+ * serve it). */
+#define CG_GEMM_NARGS 13
 void cg_gemm_strided(Cg *cg, const LLVMValueRef ops[CG_GEMM_NARGS]);
 
 /* The declaration of the runtime's dlrt_parallel_for(pool, count,

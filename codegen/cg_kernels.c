@@ -2065,18 +2065,11 @@ static void conv_gemm(CgFn *f, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, i
                       int64_t p, int64_t ldc, int64_t a_i, int64_t a_k, int64_t b_k, int64_t b_j,
                       bool acc) {
   Cg *cg = f->cg;
-  LLVMValueRef ops[CG_GEMM_NARGS] = {c,
-                                     a,
-                                     b,
-                                     i64c(cg, m),
-                                     i64c(cg, k),
-                                     i64c(cg, p),
-                                     i64c(cg, ldc),
-                                     i64c(cg, a_i),
-                                     i64c(cg, a_k),
-                                     i64c(cg, b_k),
-                                     i64c(cg, b_j),
-                                     LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), acc, false)};
+  LLVMValueRef ops[CG_GEMM_NARGS] = {c, a, b, i64c(cg, m), i64c(cg, k), i64c(cg, p), i64c(cg, ldc),
+                                     i64c(cg, a_i), i64c(cg, a_k), i64c(cg, b_k), i64c(cg, b_j),
+                                     LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), acc, false),
+                                     /* a sample's product: never split */
+                                     LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), 1, false)};
   cg_gemm_strided(cg, ops);
 }
 
