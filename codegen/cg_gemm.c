@@ -36,9 +36,10 @@
  * time (pack_t_function): element by element, that packing took most of
  * the time of LeNet-5's filter gradients (6 x 784 x 25 with B transposed:
  * 32 GFLOP/s, 90 after).  A product with both operands contiguous along k,
- * at most 12 rows and 64 columns, that is never split between threads
- * (the `dot` argument) is dot products instead (dot_body: 6 x 784 x 25b at
- * 150 to 158 GFLOP/s, 1.4 times OpenBLAS; its sums run in another order,
+ * at most 12 rows and 64 columns, that is never split between threads, is
+ * dot products instead, in a function of its own that only callers with
+ * such a product emit and test for (call_gemm, dot_body: 6 x 784 x 25b at
+ * 148 to 158 GFLOP/s, 1.4 times OpenBLAS; its sums run in another order,
  * hence the condition on threads).
  *
  * Remainders cost neither zero padding nor a scalar loop: B's vectors and
@@ -108,7 +109,6 @@ typedef struct Gemm {
   LLVMValueRef a_i, a_k;   /* A's element strides along i and k */
   LLVMValueRef b_k, b_j;   /* B's along k and j */
   LLVMValueRef accumulate; /* i1: C += A B instead of C = A B */
-  LLVMValueRef dot_ok;     /* i1: never split between threads (dot_body may serve) */
   LLVMValueRef ap, bp;     /* packed A block, packed B block */
   bool plain_loops;        /* loops closed now are neither unrolled nor vectorised */
 } Gemm;
@@ -533,8 +533,10 @@ static LLVMValueRef stack_buffer(Gemm *g, int64_t floats, const char *name) {
  * that each load serves several multiply-adds.  Packing B for the tiles
  * cost more than the product there (6 x 784 x 25 ran at 0.85 of OpenBLAS).
  * The sum is in another order than the tiles' (lanes, then a tree), so it
- * is only taken where the caller says the product is never split between
- * threads (dot_ok): the bits then do not depend on the thread count. */
+ * is only taken where the caller knows the product is never split between
+ * threads and may be that small (call_gemm): the bits then do not depend
+ * on the thread count, and a model with no such product has no dot
+ * function to compile (it costs about 12 ms of JIT time). */
 #define DOT_COLS 4
 #define DOT_MAX_ROWS 12
 #define DOT_MAX_COLS 64
@@ -600,29 +602,35 @@ static void dot_body(Gemm *g) {
   loop_close(g, &li, ci(g, rows), NULL);
 }
 
+/* void <prefix>_gemm_dot(float *c, float *a, float *b, i64 m, i64 k, i64 p,
+ * i64 ldc, i64 a_i, i64 b_j, i1 acc): dot_body, A's and B's k unit-strided. */
+#define GEMM_DOT_NARGS 10
+static LLVMValueRef dot_function(Cg *cg) {
+  const char *name = dl_arena_printf(cg->cc->arena, "%s_gemm_dot", cg->prefix);
+  LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+  if (fn) return fn;
+  LLVMTypeRef params[GEMM_DOT_NARGS];
+  for (int i = 0; i < GEMM_DOT_NARGS; i++)
+    params[i] = i < 3 ? cg->t_ptr : i == 9 ? LLVMInt1TypeInContext(cg->ctx) : cg->t_i64;
+  fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, GEMM_DOT_NARGS, false));
+  set_fn_attrs(cg, fn, 3);
+  Gemm d = {.cg = cg, .fn = fn, .geo = gemm_geom(cg), .plain_loops = true};
+  d.t_vec = LLVMVectorType(cg->t_f32, (unsigned)d.geo.lanes);
+  LLVMValueRef *slots[GEMM_DOT_NARGS] = {&d.c, &d.a,   &d.bm,  &d.m,   &d.k,
+                                         &d.p, &d.ldc, &d.a_i, &d.b_j, &d.accumulate};
+  for (unsigned i = 0; i < GEMM_DOT_NARGS; i++)
+    *slots[i] = LLVMGetParam(fn, i);
+  d.b = LLVMCreateBuilderInContext(cg->ctx);
+  LLVMPositionBuilderAtEnd(d.b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+  dot_body(&d);
+  LLVMBuildRetVoid(d.b);
+  LLVMDisposeBuilder(d.b);
+  return fn;
+}
+
 static void gemm_body(Gemm *g) {
   const GemmGeom *geo = &g->geo;
   Cg *cg = g->cg;
-  {
-    LLVMValueRef use_dot = g->dot_ok;
-    LLVMValueRef conds[5] = {
-        LLVMBuildICmp(g->b, LLVMIntEQ, g->a_k, ci(g, 1), ""),
-        LLVMBuildICmp(g->b, LLVMIntEQ, g->b_k, ci(g, 1), ""),
-        LLVMBuildICmp(g->b, LLVMIntSLE, g->m, ci(g, DOT_MAX_ROWS), ""),
-        LLVMBuildICmp(g->b, LLVMIntSLE, g->p, ci(g, DOT_MAX_COLS), ""),
-        LLVMBuildICmp(g->b, LLVMIntSGE, g->k, ci(g, 4 * (int64_t)geo->lanes), ""),
-    };
-    for (int i = 0; i < 5; i++)
-      use_dot = LLVMBuildAnd(g->b, use_dot, conds[i], "");
-    LLVMBasicBlockRef dot_bb = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "dot");
-    LLVMBasicBlockRef tiles_bb = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "tiles");
-    LLVMBuildCondBr(g->b, use_dot, dot_bb, tiles_bb);
-    LLVMPositionBuilderAtEnd(g->b, dot_bb);
-    g->plain_loops = true;
-    dot_body(g);
-    LLVMBuildRetVoid(g->b);
-    LLVMPositionBuilderAtEnd(g->b, tiles_bb);
-  }
   g->ap = stack_buffer(g, (int64_t)geo->mc * geo->kc, "apack");
   g->bp = stack_buffer(g, (int64_t)geo->kc * geo->nc, "bpack");
   /* Only the contiguous packing copies are worth LLVM's unrolling and
@@ -742,22 +750,7 @@ static void set_fn_attrs(Cg *cg, LLVMValueRef fn, unsigned noalias_params) {
 }
 
 /* The parameters of the GEMM function, in order. */
-enum {
-  GP_C,
-  GP_A,
-  GP_B,
-  GP_M,
-  GP_K,
-  GP_P,
-  GP_LDC,
-  GP_AI,
-  GP_AK,
-  GP_BK,
-  GP_BJ,
-  GP_ACC,
-  GP_DOT,
-  GP_COUNT
-};
+enum { GP_C, GP_A, GP_B, GP_M, GP_K, GP_P, GP_LDC, GP_AI, GP_AK, GP_BK, GP_BJ, GP_ACC, GP_COUNT };
 _Static_assert(GP_COUNT == CG_GEMM_NARGS, "cg_gemm_strided's arguments");
 
 /* void <prefix>_gemm(float *c, float *a, float *b, i64 m, i64 k, i64 p,
@@ -771,9 +764,7 @@ static LLVMValueRef gemm_function(Cg *cg) {
   if (fn) return fn;
   LLVMTypeRef params[GP_COUNT];
   for (int i = 0; i < GP_COUNT; i++)
-    params[i] = i <= GP_B                    ? cg->t_ptr
-                : i == GP_ACC || i == GP_DOT ? LLVMInt1TypeInContext(cg->ctx)
-                                             : cg->t_i64;
+    params[i] = i <= GP_B ? cg->t_ptr : i == GP_ACC ? LLVMInt1TypeInContext(cg->ctx) : cg->t_i64;
   fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, GP_COUNT, false));
   set_fn_attrs(cg, fn, 3);
   /* No library calls: LLVM would turn each packed row of B (NR floats) into
@@ -782,10 +773,10 @@ static LLVMValueRef gemm_function(Cg *cg) {
                           LLVMCreateStringAttribute(cg->ctx, "no-builtins", 11, "", 0));
   Gemm g = {.cg = cg, .fn = fn, .geo = gemm_geom(cg)};
   g.t_vec = LLVMVectorType(cg->t_f32, (unsigned)g.geo.lanes);
-  static const char *const names[GP_COUNT] = {"c",   "a",   "b",   "m",   "k",   "p",  "ldc",
-                                              "a_i", "a_k", "b_k", "b_j", "acc", "dot"};
-  LLVMValueRef *slots[GP_COUNT] = {&g.c,   &g.a,   &g.bm,  &g.m,   &g.k,          &g.p,     &g.ldc,
-                                   &g.a_i, &g.a_k, &g.b_k, &g.b_j, &g.accumulate, &g.dot_ok};
+  static const char *const names[GP_COUNT] = {"c",   "a",   "b",   "m",   "k",   "p",
+                                              "ldc", "a_i", "a_k", "b_k", "b_j", "acc"};
+  LLVMValueRef *slots[GP_COUNT] = {&g.c,   &g.a,   &g.bm,  &g.m,   &g.k,   &g.p,
+                                   &g.ldc, &g.a_i, &g.a_k, &g.b_k, &g.b_j, &g.accumulate};
   for (unsigned i = 0; i < GP_COUNT; i++) {
     *slots[i] = LLVMGetParam(fn, i);
     LLVMSetValueName2(*slots[i], names[i], strlen(names[i]));
@@ -849,7 +840,6 @@ static LLVMValueRef gemm_task_function(Cg *cg) {
   LLVMValueRef call[GP_COUNT];
   memcpy(call, v, sizeof call);
   call[GP_ACC] = LLVMBuildICmp(g.b, LLVMIntNE, v[GP_ACC], ci(&g, 0), "");
-  call[GP_DOT] = LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), 0, false); /* split: no dot path */
   GIf rows;
   if_open(&g, &rows, LLVMBuildICmp(g.b, LLVMIntNE, v[GT_BY_ROWS], ci(&g, 0), ""));
   for (int by_rows = 1; by_rows >= 0; by_rows--) {
@@ -921,16 +911,49 @@ LLVMValueRef cg_entry_alloca(Cg *cg, LLVMTypeRef type, const char *name) {
   return slot;
 }
 
-void cg_gemm_strided(Cg *cg, const LLVMValueRef ops[CG_GEMM_NARGS]) {
+/* Call the GEMM at the builder's position; when may_dot (a product never
+ * split between threads, whose rows and columns can be few), first test at
+ * run time whether dot_body serves it: both operands contiguous along k, at
+ * most DOT_MAX_ROWS rows and DOT_MAX_COLS columns, k of 4 vectors or more. */
+static void call_gemm(Cg *cg, LLVMValueRef args[GP_COUNT], bool may_dot) {
   LLVMValueRef gemm = gemm_function(cg);
+  if (!may_dot) {
+    LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, GP_COUNT, "");
+    return;
+  }
+  Gemm g = {.cg = cg, .b = cg->b, .geo = gemm_geom(cg)};
+  g.fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+  LLVMValueRef conds[5] = {
+      LLVMBuildICmp(g.b, LLVMIntEQ, args[GP_AK], ci(&g, 1), ""),
+      LLVMBuildICmp(g.b, LLVMIntEQ, args[GP_BK], ci(&g, 1), ""),
+      LLVMBuildICmp(g.b, LLVMIntSLE, args[GP_M], ci(&g, DOT_MAX_ROWS), ""),
+      LLVMBuildICmp(g.b, LLVMIntSLE, args[GP_P], ci(&g, DOT_MAX_COLS), ""),
+      LLVMBuildICmp(g.b, LLVMIntSGE, args[GP_K], ci(&g, 4 * (int64_t)g.geo.lanes), ""),
+  };
+  LLVMValueRef use_dot = conds[0];
+  for (int i = 1; i < 5; i++)
+    use_dot = LLVMBuildAnd(g.b, use_dot, conds[i], "");
+  GIf pick_dot;
+  if_open(&g, &pick_dot, use_dot);
+  LLVMValueRef dot = dot_function(cg);
+  LLVMValueRef dargs[GEMM_DOT_NARGS] = {args[GP_C],  args[GP_A],  args[GP_B],   args[GP_M],
+                                        args[GP_K],  args[GP_P],  args[GP_LDC], args[GP_AI],
+                                        args[GP_BJ], args[GP_ACC]};
+  LLVMBuildCall2(g.b, LLVMGlobalGetValueType(dot), dot, dargs, GEMM_DOT_NARGS, "");
+  if_else(&g, &pick_dot);
+  LLVMBuildCall2(g.b, LLVMGlobalGetValueType(gemm), gemm, args, GP_COUNT, "");
+  if_close(&g, &pick_dot);
+}
+
+void cg_gemm_strided(Cg *cg, const LLVMValueRef ops[CG_GEMM_NARGS], bool may_dot) {
   LLVMValueRef args[GP_COUNT];
   for (int i = 0; i < GP_COUNT; i++)
     args[i] = ops[i];
-  LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, GP_COUNT, "");
+  call_gemm(cg, args, may_dot);
 }
 
 void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b,
-                  LLVMValueRef m, LLVMValueRef k, LLVMValueRef p, LLVMValueRef pool) {
+                  LLVMValueRef m, LLVMValueRef k, LLVMValueRef p, LLVMValueRef pool, bool may_dot) {
   LLVMBuilderRef bld = cg->b;
   Gemm g = {.cg = cg, .b = bld, .geo = gemm_geom(cg)};
   LLVMValueRef one = ci(&g, 1);
@@ -948,13 +971,10 @@ void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVM
       [GP_BK] = tb ? one : p,
       [GP_BJ] = tb ? k : one,
       [GP_ACC] = LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), 0, false),
-      /* A product that may be split (a pool) never takes the dot path, on
-       * one thread either: its bits must not depend on the thread count. */
-      [GP_DOT] = LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), pool == NULL, false),
   };
   LLVMValueRef gemm = gemm_function(cg);
   if (!pool) {
-    LLVMBuildCall2(bld, LLVMGlobalGetValueType(gemm), gemm, args, GP_COUNT, "");
+    call_gemm(cg, args, may_dot && !ta && tb);
     return;
   }
   /* Rows when the duplicate packing of B (k x p) costs less than A's (m x
@@ -979,9 +999,9 @@ void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVM
   LLVMTypeRef st = task_args_type(cg);
   LLVMValueRef block = cg_entry_alloca(cg, st, "gemm_args");
   for (unsigned i = 0; i < GT_COUNT; i++) {
-    LLVMValueRef val = i == GT_BY_ROWS              ? LLVMBuildZExt(bld, by_rows, cg->t_i64, "")
-                       : i == GP_ACC || i == GP_DOT ? LLVMBuildZExt(bld, args[i], cg->t_i64, "")
-                                                    : args[i];
+    LLVMValueRef val = i == GT_BY_ROWS ? LLVMBuildZExt(bld, by_rows, cg->t_i64, "")
+                       : i == GP_ACC   ? LLVMBuildZExt(bld, args[GP_ACC], cg->t_i64, "")
+                                       : args[i];
     store(&g, val, LLVMBuildStructGEP2(bld, st, block, i, ""), 8);
   }
   LLVMValueRef pf = cg_parallel_for(cg);

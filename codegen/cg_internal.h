@@ -76,17 +76,19 @@ bool cg_emit_kernel(Cg *cg, int k);
  * product over, or NULL to emit no parallel path. */
 /* Products of fewer multiply-adds run on the calling thread. */
 #define CG_GEMM_PARALLEL_MACS (1 << 20)
+/* may_dot: with no pool, the product may be small enough for the GEMM's
+ * dot-product path (at most 12 rows and 64 columns; see cg_gemm.c), which
+ * is then tested for at run time (its code is emitted only then). */
 void cg_gemm_call(Cg *cg, bool ta, bool tb, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b,
-                  LLVMValueRef m, LLVMValueRef k, LLVMValueRef p, LLVMValueRef pool);
+                  LLVMValueRef m, LLVMValueRef k, LLVMValueRef p, LLVMValueRef pool, bool may_dot);
 
 /* A call of the GEMM on this thread with explicit strides:
  *   C[i ldc + j] (+)= sum over k of A[i a_i + k a_k] B[k b_k + j b_j]
  * ops: c, a, b (float pointers), m, k, p, ldc, a_i, a_k, b_k, b_j (i64),
- * accumulate (i1: add to C instead of overwriting it), dot (i1: the
- * product is never split between threads, so the dot-product path may
- * serve it). */
-#define CG_GEMM_NARGS 13
-void cg_gemm_strided(Cg *cg, const LLVMValueRef ops[CG_GEMM_NARGS]);
+ * accumulate (i1: add to C instead of overwriting it).  may_dot: as for
+ * cg_gemm_call (the product is never split between threads). */
+#define CG_GEMM_NARGS 12
+void cg_gemm_strided(Cg *cg, const LLVMValueRef ops[CG_GEMM_NARGS], bool may_dot);
 
 /* The declaration of the runtime's dlrt_parallel_for(pool, count,
  * per_thread, fn, arg) in the module. */

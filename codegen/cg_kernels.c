@@ -1100,9 +1100,12 @@ static void matmul_gemm_body(CgFn *f, LLVMValueRef *off, void *user) {
   MatmulCtx *c = user;
   int64_t n = f->cg->prog->max_batch;
   int64_t macs = sym_at(c->m, n) * sym_at(c->k, n) * sym_at(c->p, n);
+  /* Rows and columns few enough for the dot-product path (cg_gemm.c), at
+   * the planned batch size. */
+  bool few = sym_at(c->m, n) <= 12 && sym_at(c->p, n) <= 64;
   cg_gemm_call(f->cg, c->ta, c->tb, elem_ptr(f, f->out, off[0]), elem_ptr(f, c->a, off[1]),
                elem_ptr(f, c->b, off[2]), sym_value(f, c->m), sym_value(f, c->k),
-               sym_value(f, c->p), macs >= CG_GEMM_PARALLEL_MACS ? f->pool : NULL);
+               sym_value(f, c->p), macs >= CG_GEMM_PARALLEL_MACS ? f->pool : NULL, few);
 }
 
 /* NVPTX, one output element: its offsets in a and b are the starts of row i
@@ -2065,12 +2068,22 @@ static void conv_gemm(CgFn *f, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, i
                       int64_t p, int64_t ldc, int64_t a_i, int64_t a_k, int64_t b_k, int64_t b_j,
                       bool acc) {
   Cg *cg = f->cg;
-  LLVMValueRef ops[CG_GEMM_NARGS] = {c, a, b, i64c(cg, m), i64c(cg, k), i64c(cg, p), i64c(cg, ldc),
-                                     i64c(cg, a_i), i64c(cg, a_k), i64c(cg, b_k), i64c(cg, b_j),
-                                     LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), acc, false),
-                                     /* a sample's product: never split */
-                                     LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), 1, false)};
-  cg_gemm_strided(cg, ops);
+  LLVMValueRef ops[CG_GEMM_NARGS] = {c,
+                                     a,
+                                     b,
+                                     i64c(cg, m),
+                                     i64c(cg, k),
+                                     i64c(cg, p),
+                                     i64c(cg, ldc),
+                                     i64c(cg, a_i),
+                                     i64c(cg, a_k),
+                                     i64c(cg, b_k),
+                                     i64c(cg, b_j),
+                                     LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), acc, false)};
+  /* A sample's product is never split between threads; LeNet-5's filter
+   * gradients (6 filters, both operands contiguous along k) are dot
+   * products (cg_gemm.c). */
+  cg_gemm_strided(cg, ops, a_k == 1 && b_k == 1 && m <= 12 && p <= 64);
 }
 
 /* Samples [s0, s1) of conv2d or its input gradient. */
