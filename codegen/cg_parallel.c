@@ -201,15 +201,23 @@ static int64_t split_plan(Split *s, LLVMModuleRef mod, int parts) {
   return total;
 }
 
-/* Replace the definition fn by a declaration with its type and attributes. */
-static bool make_declaration(LLVMModuleRef mod, LLVMValueRef fn) {
+/* v's name (malloc'd), which v gives up so that its replacement can take
+ * it; NULL when out of memory. */
+static char *take_name(LLVMValueRef v) {
   size_t len;
-  const char *raw = LLVMGetValueName2(fn, &len);
+  const char *raw = LLVMGetValueName2(v, &len);
   char *name = malloc(len + 1);
-  if (!name) return false;
+  if (!name) return NULL;
   memcpy(name, raw, len);
   name[len] = '\0';
-  LLVMSetValueName2(fn, "", 0);
+  LLVMSetValueName2(v, "", 0);
+  return name;
+}
+
+/* Replace the definition fn by a declaration with its type and attributes. */
+static bool make_declaration(LLVMModuleRef mod, LLVMValueRef fn) {
+  char *name = take_name(fn);
+  if (!name) return false;
   LLVMValueRef decl = LLVMAddFunction(mod, name, LLVMGlobalGetValueType(fn));
   free(name);
   unsigned nparams = LLVMCountParams(fn);
@@ -254,13 +262,8 @@ static bool cut_part(const Split *s, LLVMModuleRef mod, int m, int parts) {
     while (gv) {
       LLVMValueRef next = LLVMGetNextGlobal(gv);
       if (!LLVMIsDeclaration(gv) && !local_linkage(gv)) {
-        size_t len;
-        const char *raw = LLVMGetValueName2(gv, &len);
-        char *name = malloc(len + 1);
+        char *name = take_name(gv);
         if (!name) return false;
-        memcpy(name, raw, len);
-        name[len] = '\0';
-        LLVMSetValueName2(gv, "", 0);
         LLVMValueRef decl = LLVMAddGlobal(mod, LLVMGlobalGetValueType(gv), name);
         free(name);
         LLVMSetGlobalConstant(decl, LLVMIsGlobalConstant(gv));

@@ -27,8 +27,9 @@ static int check_failures __attribute__((unused));
     }                                                                                              \
   } while (0)
 
-/* A fresh scratch directory under $TMPDIR (or /tmp), named prefix_XXXXXX.
- * A test cannot go on without one, so failure ends the test. */
+/* A fresh scratch directory under $TMPDIR (or /tmp): prefix, an underscore
+ * and six characters mkdtemp picks (the X's of its template).  A test
+ * cannot go on without one, so failure ends the test. */
 static inline void check_temp_dir(char *dir, size_t size, const char *prefix) {
   const char *base = getenv("TMPDIR");
   snprintf(dir, size, "%s/%s_XXXXXX", base && base[0] ? base : "/tmp", prefix);
